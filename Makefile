@@ -1,0 +1,28 @@
+# The two set-up commands: `make demo` (a real certification on the embedded cluster) and
+# `make test` (the whole suite). Both bootstrap whatever is missing first.
+PY := .venv/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: bootstrap demo test lint bench down clean
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(PY) -m harness.cli demo
+
+test: bootstrap
+	$(PY) -m ruff check harness checkers workloads strategies tests benchmarks
+	$(PY) -m pytest -q -ra --durations=15
+
+lint: bootstrap
+	$(PY) -m ruff check harness checkers workloads strategies tests benchmarks
+
+bench: bootstrap
+	$(PY) -m benchmarks.run_all
+
+down: bootstrap
+	$(PY) -m harness.cli down
+
+clean: down
+	rm -rf .venv .cache

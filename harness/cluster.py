@@ -1,0 +1,279 @@
+"""A cluster: the services of one run, each behind its own Toxiproxy proxy.
+
+Why: every client connection in a run must go through a proxy, or faults would miss it. The
+cluster starts Toxiproxy and the services (in parallel: start-up time is dominated by the Kafka
+JVM), creates one proxy per service, and exposes ``endpoints`` — the proxy addresses clients use —
+next to ``direct`` addresses that only the harness's own probes and final reads may use.
+
+Each cluster lives in ``STATE/clusters/<id>/`` with its pidfiles, logs and a ``cluster.json``; that
+record is what ``cachecert status`` shows and what ``cachecert down`` uses to reap the processes of
+a run that was itself killed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import paths
+from harness.services import Service, ServiceError
+from harness.services.base import alive, free_port, port_in_use, proc_start_time, reap_pidfile
+from harness.services.local import KafkaService, PostgresService, RedisService, ToxiproxyService
+from harness.toxiproxy import Toxiproxy
+
+ALL_SERVICES = ("redis", "postgres", "kafka")
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be brought up (or is in a state that forbids the request)."""
+
+
+def clusters_dir(state: Path | None = None) -> Path:
+    return (state or paths.STATE) / "clusters"
+
+
+@dataclass
+class Cluster:
+    """Services + proxies for one run. Use as a context manager or call ``up``/``down``."""
+
+    services: tuple[str, ...] = ALL_SERVICES
+    name: str | None = None
+    detached: bool = False  # started by `cachecert up`: outlives this process
+    port_base: int | None = None  # fixed ports from here on, instead of free ones
+    redis_persistence: bool = False
+    state: Path | None = None
+    id: str = field(init=False)
+    dir: Path = field(init=False)
+    svc: dict[str, Service] = field(init=False, default_factory=dict)
+    proxies: dict[str, int] = field(init=False, default_factory=dict)
+    toxiproxy_service: ToxiproxyService | None = field(init=False, default=None)
+    timings: dict[str, float] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.services) - set(ALL_SERVICES)
+        if unknown:
+            raise ClusterError(f"unknown service {sorted(unknown)[0]!r} (valid: {', '.join(ALL_SERVICES)})")
+        self.id = self.name or f"c{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        self.dir = clusters_dir(self.state) / self.id
+
+    # -- ports ------------------------------------------------------------------------------
+    def _ports(self, n: int) -> list[int]:
+        if self.port_base is None:
+            ports: list[int] = []
+            while len(ports) < n:
+                p = free_port()
+                if p not in ports:
+                    ports.append(p)
+            return ports
+        ports = list(range(self.port_base, self.port_base + n))
+        for p in ports:
+            if port_in_use(p):
+                raise ClusterError(f"port {p} on 127.0.0.1 is already in use (ports {ports[0]}-{ports[-1]} needed)")
+        return ports
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def up(self) -> Cluster:
+        if self.dir.exists() and (self.dir / "cluster.json").exists():
+            rec = read_record(self.dir)
+            if rec and cluster_alive(rec):
+                raise ClusterError(f"cluster {self.id!r} is already running; run `cachecert down` first")
+            reap_cluster(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        t0 = time.monotonic()
+        try:
+            self._up()
+        except BaseException:
+            self.down()
+            raise
+        self.timings["total"] = time.monotonic() - t0
+        return self
+
+    def _up(self) -> None:
+        # ports: toxiproxy api, per service (direct, proxy), kafka internal + controller
+        ports = iter(self._ports(1 + 2 * len(self.services) + (2 if "kafka" in self.services else 0)))
+        self.toxiproxy_service = ToxiproxyService(self.dir, next(ports))
+        direct: dict[str, int] = {}
+        for s in self.services:
+            direct[s], self.proxies[s] = next(ports), next(ports)
+            if s == "redis":
+                self.svc[s] = RedisService(self.dir, direct[s], persistence=self.redis_persistence)
+            elif s == "postgres":
+                self.svc[s] = PostgresService(self.dir, direct[s])
+            elif s == "kafka":
+                k = KafkaService(self.dir, direct[s], next(ports), next(ports))
+                k.advertised_port = self.proxies[s]
+                self.svc[s] = k
+        self._write_record()
+        errors: list[BaseException] = []
+
+        def start(svc: Service) -> None:
+            t = time.monotonic()
+            try:
+                svc.start()
+                self.timings[svc.name] = time.monotonic() - t
+            except BaseException as e:  # noqa: BLE001 - reported below, first one wins
+                errors.append(e)
+
+        threads = [threading.Thread(target=start, args=(s,), daemon=True)
+                   for s in [self.toxiproxy_service, *self.svc.values()]]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        tp = self.toxiproxy
+        for s, port in self.proxies.items():
+            tp.create_proxy(s, f"127.0.0.1:{port}", self.svc[s].endpoint)
+        self._write_record()
+
+    def down(self) -> None:
+        """Heal every fault, stop every service, then toxiproxy. Safe to call twice."""
+        if self.toxiproxy_service is not None and self.toxiproxy_service.running():
+            try:
+                self.toxiproxy.reset()
+            except Exception:  # noqa: BLE001 - stopping anyway
+                pass
+        for svc in list(self.svc.values()):
+            try:
+                svc.resume()
+                svc.stop()
+            except Exception:  # noqa: BLE001
+                svc.kill()
+        if self.toxiproxy_service is not None:
+            self.toxiproxy_service.stop()
+        for pf in (self.dir / "pids").glob("*.json") if (self.dir / "pids").exists() else []:
+            reap_pidfile(pf)
+        rec = self.dir / "cluster.json"
+        if rec.exists():
+            data = json.loads(rec.read_text())
+            data["stopped"] = True
+            rec.write_text(json.dumps(data, indent=2))
+
+    def remove(self) -> None:
+        """Delete the cluster directory (after ``down``; copy logs out first if you want them)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+        self.remove()
+
+    # -- access -----------------------------------------------------------------------------
+    @property
+    def toxiproxy(self) -> Toxiproxy:
+        assert self.toxiproxy_service is not None, "cluster is not up"
+        return self.toxiproxy_service.client()
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        """The proxy address of each service: what every client must use."""
+        return {s: f"127.0.0.1:{p}" for s, p in self.proxies.items()}
+
+    @property
+    def direct(self) -> dict[str, str]:
+        """The service's own address, bypassing the proxy (harness probes and final reads only)."""
+        return {s: svc.endpoint for s, svc in self.svc.items()}
+
+    def service(self, name: str) -> Service:
+        if name == "toxiproxy" and self.toxiproxy_service is not None:
+            return self.toxiproxy_service
+        try:
+            return self.svc[name]
+        except KeyError:
+            raise ClusterError(f"no service {name!r} in this cluster (have: {', '.join(self.svc)})") from None
+
+    def logs(self) -> dict[str, Path]:
+        out = {s: svc.log_path for s, svc in self.svc.items() if svc.log_path}
+        if self.toxiproxy_service:
+            out["toxiproxy"] = self.toxiproxy_service.log_path
+        return out
+
+    def collect_logs(self, dest: Path) -> None:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, p in self.logs().items():
+            if p.exists():
+                shutil.copyfile(p, dest / f"{name}.log")
+
+    def describe(self) -> dict[str, Any]:
+        tp = self.toxiproxy_service
+        return {
+            "id": self.id, "dir": str(self.dir), "backend": "local", "owner_pid": os.getpid(),
+            "owner_start": proc_start_time(os.getpid()), "detached": self.detached,
+            "toxiproxy": tp.endpoint if tp else None,
+            "endpoints": self.endpoints, "direct": self.direct,
+            "logs": {k: str(v) for k, v in self.logs().items()},
+        }
+
+    def _write_record(self) -> None:
+        (self.dir / "cluster.json").write_text(json.dumps(self.describe(), indent=2))
+
+
+# -- records of clusters (status / down) ---------------------------------------------------
+def read_record(d: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((d / "cluster.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def owner_alive(rec: dict[str, Any]) -> bool:
+    pid = rec.get("owner_pid")
+    return bool(pid) and alive(pid) and proc_start_time(pid) == rec.get("owner_start")
+
+
+def cluster_alive(rec: dict[str, Any]) -> bool:
+    """Any recorded process of the cluster still running?"""
+    from harness.services.base import read_pidfile
+
+    pids = Path(rec["dir"]) / "pids"
+    return any((r := read_pidfile(p)) is not None and r.matches() for p in pids.glob("*.json"))
+
+
+def list_clusters(state: Path | None = None) -> list[dict[str, Any]]:
+    out = []
+    root = clusters_dir(state)
+    for d in sorted(root.iterdir()) if root.exists() else []:
+        rec = read_record(d)
+        if rec is None:
+            continue
+        rec["running"] = cluster_alive(rec)
+        rec["orphaned"] = rec["running"] and not rec.get("detached") and not owner_alive(rec)
+        out.append(rec)
+    return out
+
+
+def reap_cluster(d: Path) -> int:
+    """Kill every process a cluster directory's pidfiles name; return how many were running."""
+    n = 0
+    pids = d / "pids"
+    # services first, toxiproxy last (so nothing is left half-proxied)
+    files = sorted(pids.glob("*.json"), key=lambda p: p.stem == "toxiproxy") if pids.exists() else []
+    for pf in files:
+        n += reap_pidfile(pf)
+    return n
+
+
+def down_all(state: Path | None = None, force: bool = False) -> list[tuple[str, int]]:
+    """Reap detached clusters and leftovers of killed runs; live runs' clusters only with force."""
+    done = []
+    for rec in list_clusters(state):
+        d = Path(rec["dir"])
+        if not force and not rec.get("detached") and owner_alive(rec):
+            continue  # a live run owns it and will tear it down itself
+        n = reap_cluster(d)
+        shutil.rmtree(d, ignore_errors=True)
+        done.append((rec["id"], n))
+    return done
+
+
+__all__ = ["Cluster", "ClusterError", "ServiceError", "list_clusters", "down_all", "reap_cluster"]

@@ -1,0 +1,57 @@
+"""Where things live: the repo's caches (installed binaries and jars) and the cluster state dir.
+
+Kept in one place so the bootstrap script, the local backend and `cachecert down` agree.
+The state dir is under /tmp by default because PostgreSQL runs as the `postgres` user, which must
+be able to traverse to its data directory (a root home directory is usually mode 700).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("CACHECERT_CACHE", REPO / ".cache"))
+STATE = Path(os.environ.get("CACHECERT_STATE_DIR", f"/tmp/cachecert-{os.getuid()}"))
+REPORTS = Path(os.environ.get("CACHECERT_REPORTS", REPO / "reports"))
+
+
+class MissingBinary(RuntimeError):
+    """A required program is not installed; the message says how to install it."""
+
+
+def find_binary(name: str, *candidates: str) -> str:
+    """First existing path among ``candidates`` (globs allowed) or on PATH, else MissingBinary."""
+    for c in candidates:
+        for hit in sorted(glob.glob(c), reverse=True):
+            if os.access(hit, os.X_OK):
+                return hit
+    found = shutil.which(name)
+    if found:
+        return found
+    raise MissingBinary(f"{name} not found; run `make bootstrap` (scripts/bootstrap.sh) to install it")
+
+
+def redis_server() -> str:
+    return find_binary("redis-server", "/usr/bin/redis-server")
+
+
+def pg_bin(tool: str) -> str:
+    return find_binary(tool, f"/usr/lib/postgresql/*/bin/{tool}")
+
+
+def toxiproxy_server() -> str:
+    return find_binary("toxiproxy-server", str(CACHE / "bin" / "toxiproxy-server"))
+
+
+def kafka_libs() -> Path:
+    libs = CACHE / "kafka" / "libs"
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise MissingBinary(f"Kafka jars not found in {libs}; run `make bootstrap` (scripts/bootstrap.sh)")
+    return libs
+
+
+def java() -> str:
+    return find_binary("java", "/usr/lib/jvm/java-17-openjdk-*/bin/java")

@@ -1,0 +1,203 @@
+"""The `local` backend: Redis, PostgreSQL, Kafka (KRaft) and Toxiproxy as local processes.
+
+This is the embedded default: nothing but Debian packages, Maven jars and a Go binary, all on
+127.0.0.1 and on free ports, each with its data and log under the cluster directory. Start-up cost
+matters because every test and every certification cell starts a cluster, so the slow one-time
+steps are cached: PostgreSQL's initdb runs once into a template that later clusters copy, and the
+Kafka JVM gets start-up friendly flags.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from harness import paths
+from harness.services.base import ProcessService, ServiceError, log_tail
+from harness.toxiproxy import Toxiproxy
+
+
+class RedisService(ProcessService):
+    name = "redis"
+    start_timeout = 10.0
+
+    def __init__(self, cluster_dir: Path, port: int, persistence: bool = False) -> None:
+        super().__init__(cluster_dir, port)
+        self.persistence = persistence
+
+    def command(self) -> list[str]:
+        cmd = [paths.redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
+               "--dir", str(self.dir), "--daemonize", "no", "--protected-mode", "no",
+               "--save", "", "--appendonly", "yes" if self.persistence else "no"]
+        return cmd
+
+    def healthy(self) -> bool:
+        import redis
+
+        return bool(redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5).ping())
+
+
+class PostgresService(ProcessService):
+    """PostgreSQL as the `postgres` user when we are root (initdb refuses to run as root)."""
+
+    name = "postgres"
+    start_timeout = 20.0
+
+    def __init__(self, cluster_dir: Path, port: int) -> None:
+        super().__init__(cluster_dir, port)
+        import os
+
+        self.run_as = "postgres" if os.geteuid() == 0 else None
+        self.data = self.dir / "data"
+
+    def _chown(self, path: Path) -> None:
+        if self.run_as:
+            shutil.chown(path, self.run_as, self.run_as)
+            for p in path.rglob("*"):
+                shutil.chown(p, self.run_as, self.run_as)
+
+    def _template(self) -> Path:
+        """An initdb'd data directory, made once per PostgreSQL version and copied per cluster."""
+        initdb = paths.pg_bin("initdb")
+        version = Path(initdb).parents[1].name
+        tpl = paths.CACHE / f"pg-template-{version}"
+        if (tpl / "PG_VERSION").exists():
+            return tpl
+        tmp = paths.CACHE / f"pg-template-{version}.tmp-{uuid.uuid4().hex[:6]}"
+        tmp.mkdir(parents=True)
+        (tmp.parent).chmod(0o755)
+        self._chown(tmp)
+        res = subprocess.run([initdb, "-D", str(tmp), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                              "--no-sync", "--locale=C"], capture_output=True, text=True,
+                             user=self.run_as, timeout=120)
+        if res.returncode != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ServiceError(f"postgres: initdb failed: {(res.stderr or res.stdout).strip().splitlines()[-1:]}")
+        try:
+            tmp.rename(tpl)
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return tpl
+
+    def prepare(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            if (self.data / "postmaster.pid").exists():
+                raise ServiceError(f"postgres: stale data directory {self.data} (postmaster.pid present); "
+                                   "run `cachecert down` or remove it")
+            return
+        shutil.copytree(self._template(), self.data, symlinks=True)
+        self.dir.chmod(0o755)
+        self.data.chmod(0o700)
+        self._chown(self.dir)
+
+    def command(self) -> list[str]:
+        return [paths.pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
+                "-c", "max_connections=300", "-c", "shared_buffers=64MB", "-c", "logging_collector=off",
+                "-c", "log_min_messages=warning"]
+
+    def healthy(self) -> bool:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres",
+                             connect_timeout=1) as c:
+            return c.execute("select 1").fetchone() == (1,)
+
+
+class KafkaService(ProcessService):
+    """Single-node Kafka in KRaft mode (broker + controller in one JVM).
+
+    Two client listeners: INTERNAL (advertised as itself, for the broker's own use and our health
+    probe) and CLIENT, advertised as the *Toxiproxy* port, so that clients who bootstrap through
+    the proxy keep going through it for every later connection.
+    """
+
+    name = "kafka"
+    start_timeout = 40.0
+
+    def __init__(self, cluster_dir: Path, port: int, internal_port: int, controller_port: int) -> None:
+        super().__init__(cluster_dir, port)
+        self.internal_port = internal_port
+        self.controller_port = controller_port
+        self.advertised_port = port  # set to the proxy's listen port by the cluster
+        self.config = self.dir / "server.properties"
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        libs = paths.kafka_libs()
+        return [paths.java(), "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                "-Xshare:auto", "-Djava.awt.headless=true",
+                f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
+                "-cp", f"{libs}/*", main, *args]
+
+    def prepare(self) -> None:
+        logs = self.dir / "data"
+        self.config.write_text("\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"listeners=INTERNAL://127.0.0.1:{self.internal_port},CLIENT://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=INTERNAL://127.0.0.1:{self.internal_port},"
+            f"CLIENT://127.0.0.1:{self.advertised_port}",
+            "listener.security.protocol.map=INTERNAL:PLAINTEXT,CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=INTERNAL",
+            "controller.listener.names=CONTROLLER",
+            f"log.dirs={logs}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "log.retention.check.interval.ms=600000",
+            "",
+        ]))
+        (self.dir / "log4j.properties").write_text("\n".join([
+            "log4j.rootLogger=WARN, stdout",
+            "log4j.appender.stdout=org.apache.log4j.ConsoleAppender",
+            "log4j.appender.stdout.layout=org.apache.log4j.PatternLayout",
+            "log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n",
+            "log4j.logger.kafka.server.KafkaRaftServer=INFO",
+            "log4j.logger.kafka.server.BrokerServer=INFO",
+            "",
+        ]))
+        if (logs / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        res = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                                        "-c", str(self.config), "--ignore-formatted"),
+                             capture_output=True, text=True, timeout=60)
+        if res.returncode != 0:
+            raise ServiceError(f"kafka: storage format failed: {(res.stderr or res.stdout).strip()[-400:]}")
+
+    def command(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.config))
+
+    def healthy(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.internal_port}",
+                             "socket.timeout.ms": 1000, "log_level": 0})
+        md = admin.list_topics(timeout=1.0)
+        return bool(md.brokers)
+
+
+class ToxiproxyService(ProcessService):
+    name = "toxiproxy"
+    start_timeout = 10.0
+
+    def command(self) -> list[str]:
+        return [paths.toxiproxy_server(), "-host", "127.0.0.1", "-port", str(self.port)]
+
+    def healthy(self) -> bool:
+        return bool(Toxiproxy("127.0.0.1", self.port, timeout=0.5).version())
+
+    def client(self, timeout: float = 5.0) -> Toxiproxy:
+        return Toxiproxy("127.0.0.1", self.port, timeout=timeout)
+
+
+__all__ = ["RedisService", "PostgresService", "KafkaService", "ToxiproxyService", "log_tail"]

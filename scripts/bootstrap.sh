@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Idempotent bootstrap: installs only what is missing, caches the rest under .cache/ and .venv/.
+# Run by `make demo` and `make test`; a second run with everything present takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+CACHE=$ROOT/.cache
+KAFKA_VERSION=3.9.1
+TOXIPROXY_VERSION=v2.12.0
+mkdir -p "$CACHE/bin" "$CACHE/kafka"
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+# 1. Debian packages: redis-server, postgresql (+ chromium for the report browser test, optional).
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
+command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+if [ "${CACHECERT_WITH_CHROMIUM:-0}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then need_apt+=(chromium); fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq || true
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts the packaged services; we run our own instances on free ports instead.
+  $SUDO systemctl stop redis-server postgresql >/dev/null 2>&1 || true
+  $SUDO service redis-server stop >/dev/null 2>&1 || true
+  $SUDO service postgresql stop >/dev/null 2>&1 || true
+fi
+
+# 2. Kafka jars from Maven Central (pom.xml + dependency:copy-dependencies).
+if [ ! -f "$CACHE/kafka/.done-$KAFKA_VERSION" ]; then
+  log "fetching Kafka $KAFKA_VERSION jars from Maven Central"
+  rm -rf "$CACHE/kafka/libs"
+  mvn -q -B -f "$ROOT/docker/kafka-pom.xml" -Dkafka.version=$KAFKA_VERSION \
+      dependency:copy-dependencies -DoutputDirectory="$CACHE/kafka/libs" -DincludeScope=runtime
+  touch "$CACHE/kafka/.done-$KAFKA_VERSION"
+fi
+
+# 3. Toxiproxy server via go install (the binary is named `server`).
+if [ ! -x "$CACHE/bin/toxiproxy-server" ]; then
+  log "go install toxiproxy $TOXIPROXY_VERSION"
+  GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION"
+  mv "$CACHE/bin/server" "$CACHE/bin/toxiproxy-server"
+fi
+
+# 4. Python venv with pinned dependencies, and the project itself (editable).
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.deps-$(sha1sum requirements.lock pyproject.toml | sha1sum | cut -c1-12)
+if [ ! -f "$stamp" ]; then
+  log "installing Python dependencies"
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  rm -f .venv/.deps-*; touch "$stamp"
+fi
+log "ready"
