@@ -1,0 +1,170 @@
+"""The `cachecert` command line: one subcommand per user task, each a thin layer over a module.
+
+up / status / down manage an embedded cluster; run / rerun execute a workload; check re-judges a
+stored history; report, ls, certify, compare present results. Errors a user can fix print one line
+and exit with a distinct code (see harness.exitcodes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from harness import exitcodes
+from harness.paths import MissingBinary
+
+
+class UsageError(Exception):
+    """Bad options or configuration: one line, exit code 3, nothing started."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's default exit code 2 would read as "unknown"
+        self.print_usage(sys.stderr)
+        print(f"cachecert: error: {message}", file=sys.stderr)
+        sys.exit(exitcodes.USAGE)
+
+
+# -- cluster commands ----------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    from harness.cluster import Cluster, list_clusters
+    from harness.lifecycle import graceful_signals
+
+    services = tuple(s.strip() for s in args.services.split(",") if s.strip())
+    running = [c for c in list_clusters() if c["running"] and c.get("detached")]
+    if running and not args.name:
+        raise UsageError(f"a cluster is already running ({running[0]['id']}); run `cachecert down` first "
+                         "or pass --name for a second one")
+    cluster = Cluster(services=services, name=args.name or "default", detached=not args.foreground,
+                      port_base=args.port_base)
+    with graceful_signals():
+        try:
+            cluster.up()
+        except BaseException:
+            cluster.remove()
+            raise
+        info = cluster.describe() | {"startup_s": {k: round(v, 3) for k, v in cluster.timings.items()}}
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            print(f"cluster {cluster.id} up in {cluster.timings['total']:.1f} s (state: {cluster.dir})")
+            print(f"  toxiproxy API  http://{info['toxiproxy']}")
+            for s, ep in cluster.endpoints.items():
+                print(f"  {s:<9} proxy  {ep}   (direct {cluster.direct[s]})")
+        if args.foreground:
+            import time
+
+            print("Ctrl-C to stop", file=sys.stderr)
+            try:
+                while True:
+                    time.sleep(3600)
+            finally:
+                cluster.down()
+                cluster.remove()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from harness.cluster import list_clusters
+
+    clusters = list_clusters()
+    if args.json:
+        print(json.dumps(clusters, indent=2))
+        return 0
+    if not clusters:
+        print("no clusters")
+        return 0
+    for c in clusters:
+        state = "running" if c["running"] else "stopped"
+        if c["orphaned"]:
+            state = "orphaned (its run is gone; `cachecert down` reaps it)"
+        print(f"{c['id']}: {state}")
+        for s, ep in c.get("endpoints", {}).items():
+            print(f"  {s:<9} {ep}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from harness.cluster import down_all
+
+    done = down_all(force=args.force)
+    for cid, n in done:
+        print(f"{cid}: reaped {n} process group(s)")
+    if not done:
+        print("nothing to reap")
+    return 0
+
+
+# -- wiring --------------------------------------------------------------------------------
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+    p = _Parser(prog="cachecert", description="Jepsen-style consistency harness for caching strategies")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    handlers: dict[str, Handler] = {}
+
+    up = sub.add_parser("up", help="start an embedded cluster (Redis, PostgreSQL, Kafka, Toxiproxy)")
+    up.add_argument("--services", default="redis,postgres,kafka")
+    up.add_argument("--name", help="cluster name (default: 'default')")
+    up.add_argument("--port-base", type=int, help="use fixed ports from here instead of free ones")
+    up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the cluster")
+    up.add_argument("--json", action="store_true")
+    handlers["up"] = cmd_up
+
+    st = sub.add_parser("status", help="list clusters and their endpoints")
+    st.add_argument("--json", action="store_true")
+    handlers["status"] = cmd_status
+
+    dn = sub.add_parser("down", help="stop detached clusters and reap what killed runs left behind")
+    dn.add_argument("--force", action="store_true", help="also stop clusters of runs still alive")
+    handlers["down"] = cmd_down
+
+    for register in _extensions():
+        register(sub, handlers)
+    return p, handlers
+
+
+def _extensions() -> list[Callable[[argparse._SubParsersAction, dict[str, Handler]], None]]:
+    """Subcommands contributed by other modules (run engine, checkers, reports, ...)."""
+    import importlib
+
+    out = []
+    for mod in ("harness.run_cli", "checkers.cli", "harness.report_cli", "harness.search_cli"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name == mod:
+                continue
+            raise
+        if hasattr(m, "register"):
+            out.append(m.register)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.cluster import ClusterError
+    from harness.services import ServiceError
+
+    parser, handlers = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return handlers[args.cmd](args)
+    except UsageError as e:
+        print(f"cachecert: error: {e}", file=sys.stderr)
+        return exitcodes.USAGE
+    except (ServiceError, ClusterError, MissingBinary) as e:
+        first, *rest = str(e).splitlines()
+        print(f"cachecert: {first}", file=sys.stderr)
+        if rest:
+            print("\n".join(rest), file=sys.stderr)
+        return exitcodes.HARNESS
+    except KeyboardInterrupt as e:
+        print(f"cachecert: interrupted ({e or 'Ctrl-C'}); faults healed, services stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
