@@ -54,7 +54,7 @@ stamp=.venv/.deps-$(sha1sum requirements.lock pyproject.toml | sha1sum | cut -c1
 if [ ! -f "$stamp" ]; then
   log "installing Python dependencies"
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
-  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps --config-settings editable_mode=compat -e .
   rm -f .venv/.deps-*; touch "$stamp"
 fi
 log "ready"

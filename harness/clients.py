@@ -1,0 +1,163 @@
+"""Client connections for strategies and workloads, always through the proxies, always bounded.
+
+A fault must never wedge a worker: a black-holed link (Toxiproxy ``timeout`` toxic) leaves a plain
+client blocked in ``recv`` forever. Redis clients get socket timeouts. libpq has no read timeout
+at all, so every PostgreSQL call runs under the watchdog: a single thread that, when an operation
+passes its deadline, shuts the connection's socket down, which makes the blocked call fail at
+once; the connection is then thrown away and the next call reconnects.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+
+def host_port(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host, int(port)
+
+
+def redis_client(endpoint: str, timeout: float = 2.0, **kw: Any) -> redis.Redis:
+    """A Redis client that never retries on its own (the strategy decides) and never blocks forever."""
+    host, port = host_port(endpoint)
+    return redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                       retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0, **kw)
+
+
+class Watchdog:
+    """Shuts down sockets whose operation ran past its deadline (one daemon thread per process)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, int]] = []  # (deadline, token, fd)
+        self._live: dict[int, int] = {}
+        self._ids = itertools.count()
+        self._cv = threading.Condition()
+        threading.Thread(target=self._loop, name="watchdog", daemon=True).start()
+
+    @contextmanager
+    def guard(self, fd: int, timeout: float) -> Iterator[None]:
+        token = next(self._ids)
+        with self._cv:
+            self._live[token] = fd
+            heapq.heappush(self._heap, (time.monotonic() + timeout, token, fd))
+            self._cv.notify()
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._live.pop(token, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap:
+                    self._cv.wait()
+                deadline, token, fd = self._heap[0]
+                now = time.monotonic()
+                if deadline > now:
+                    self._cv.wait(deadline - now)
+                    continue
+                heapq.heappop(self._heap)
+                expired = self._live.pop(token, None) is not None
+            if expired:
+                _shutdown(fd)
+
+
+def _shutdown(fd: int) -> None:
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        s.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        s.close()
+
+
+_watchdog: Watchdog | None = None
+_watchdog_lock = threading.Lock()
+
+
+def watchdog() -> Watchdog:
+    global _watchdog
+    with _watchdog_lock:
+        if _watchdog is None:
+            _watchdog = Watchdog()
+        return _watchdog
+
+
+class Pg:
+    """Thread-local PostgreSQL connections (autocommit) through a proxy, each call time-bounded.
+
+    ``pg.run(fn)`` calls ``fn(conn)`` on this thread's connection under the watchdog; on any
+    connection-level error the connection is discarded so the next call reconnects.
+    """
+
+    def __init__(self, endpoint: str, timeout: float = 2.0, dbname: str = "postgres") -> None:
+        self.host, self.port = host_port(endpoint)
+        self.timeout = timeout
+        self.dbname = dbname
+        self._local = threading.local()
+        self._all: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = psycopg.connect(host=self.host, port=self.port, user="postgres", dbname=self.dbname,
+                                   autocommit=True, connect_timeout=max(1, int(self.timeout + 0.999)))
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def run(self, fn: Any, timeout: float | None = None) -> Any:
+        conn = self._conn()
+        try:
+            with watchdog().guard(conn.fileno(), self.timeout if timeout is None else timeout):
+                return fn(conn)
+        except psycopg.OperationalError:
+            self._discard(conn)
+            raise
+        except psycopg.Error:
+            if conn.broken or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                self._discard(conn)
+            raise
+
+    def execute(self, sql: str, params: Any = None, timeout: float | None = None) -> list[tuple[Any, ...]]:
+        def q(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+        return self.run(q, timeout)
+
+    def _discard(self, conn: psycopg.Connection[Any]) -> None:
+        self._local.conn = None
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,63 @@
+"""The fault interface: a package that knows how to start, stop, verify and draw itself.
+
+The nemesis and the reports only see this interface, so adding a fault type never touches them.
+``probe`` returns (took_effect, what was observed); a fault whose probe fails is still recorded,
+marked unverified, so a run never silently claims a fault it did not inject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+PALETTE = {
+    "latency": "#f2b134", "bandwidth": "#e8a0bf", "slow_close": "#c9a0e8", "timeout": "#e86f5b",
+    "partition": "#c0392b", "reset_peer": "#d35400", "slicer": "#b0c4de", "limit_data": "#a3d9a5",
+    "down": "#7f8c8d", "kill": "#34495e", "pause": "#8e44ad", "restart": "#16a085",
+    "crash-node": "#2c3e50",
+}
+
+
+class FaultError(ValueError):
+    """A fault spec that cannot be run (unknown kind, bad target or parameter)."""
+
+
+@dataclass
+class FaultContext:
+    """What faults act on: the cluster (services + Toxiproxy) and the application nodes."""
+
+    cluster: Any
+    nodes: Any = None  # harness.nodes.NodePool
+
+
+class Fault(Protocol):
+    kind: str
+    target: str
+    params: dict[str, Any]
+
+    @property
+    def name(self) -> str: ...  # e.g. "latency(postgres, 200 ms)"
+    @property
+    def color(self) -> str: ...
+    def start(self, ctx: FaultContext) -> None: ...
+    def stop(self, ctx: FaultContext) -> None: ...
+    def probe(self, ctx: FaultContext) -> tuple[bool, str]: ...
+
+
+@dataclass
+class BaseFault:
+    kind: str
+    target: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        shown = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.kind}({self.target}{', ' + shown if shown else ''})"
+
+    @property
+    def color(self) -> str:
+        return PALETTE.get(self.kind, "#95a5a6")
+
+    def describe(self) -> dict[str, Any]:
+        return {"fault": self.kind, "target": self.target, "name": self.name, "color": self.color, **self.params}

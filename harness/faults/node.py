@@ -1,0 +1,32 @@
+"""Crash and restart of an application node: the process holding an in-process cache, a lock or an
+invalidation subscriber. Crashing drops the node's in-memory state and connections without a clean
+shutdown; the restart builds a fresh strategy instance, as a redeployed process would."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from harness.faults.base import BaseFault, FaultContext, FaultError
+
+
+@dataclass
+class CrashNode(BaseFault):
+
+    def _index(self, ctx: FaultContext) -> int:
+        try:
+            i = int(self.target)
+        except ValueError:
+            raise FaultError(f"crash-node target must be a node number, got {self.target!r}") from None
+        if ctx.nodes is None or not 0 <= i < len(ctx.nodes):
+            raise FaultError(f"crash-node: no node {i} (the run has {len(ctx.nodes or [])})")
+        return i
+
+    def start(self, ctx: FaultContext) -> None:
+        ctx.nodes.crash(self._index(ctx))
+
+    def stop(self, ctx: FaultContext) -> None:
+        ctx.nodes.restart(self._index(ctx))
+
+    def probe(self, ctx: FaultContext) -> tuple[bool, str]:
+        down = ctx.nodes.is_down(self._index(ctx))
+        return down, "node is down" if down else "node still serving"

@@ -1,0 +1,137 @@
+"""`cachecert run`, `rerun` and `reproduce`: command-line front ends of the run engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness import exitcodes
+
+
+def _param(text: str) -> tuple[str, Any]:
+    k, eq, v = text.partition("=")
+    if not eq or not k:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return k, json.loads(v)
+    except ValueError:
+        return k, v
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", "-s", help="strategy name or module.path:Class (default: the workload's)")
+    p.add_argument("--param", "-p", action="append", type=_param, default=[], metavar="NAME=VALUE",
+                   help="strategy parameter (repeatable), e.g. -p ttl=5")
+    p.add_argument("--faults", "-f", help="fault plan name, 'random', or specs like latency:redis:ms=200@2+3")
+    p.add_argument("--faults-file", help="fault schedule file (one spec per line, or a JSON list)")
+    p.add_argument("--time-limit", "-t", type=float, help="seconds of load (default: the workload's)")
+    p.add_argument("--concurrency", "-c", type=int, help="worker count")
+    p.add_argument("--nodes", type=int, default=1, help="application nodes (strategy instances)")
+    p.add_argument("--rate", "-r", type=float, help="total ops/s limit")
+    p.add_argument("--seed", type=int, help="seed for ops and random faults (default: random, recorded)")
+    p.add_argument("--keys", type=int, help="number of keys")
+    p.add_argument("--key-dist", help="uniform or zipf:S")
+    p.add_argument("--mix", help="op mix, e.g. read=0.8,write=0.2")
+    p.add_argument("--op-timeout", type=float, default=1.0, help="client timeout per op, seconds")
+    p.add_argument("--quiesce", type=float, help="seconds between heal and final reads")
+    p.add_argument("--backend", default="local", help="local (default)")
+    p.add_argument("--checker", action="append", dest="checkers", help="checkers to run (repeatable)")
+    p.add_argument("--reports", help="reports root (default: ./reports)")
+    p.add_argument("--json", action="store_true", help="print results.json to stdout")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace, workload: str) -> Any:
+    from harness.runner import RunConfig
+
+    return RunConfig(
+        workload=workload, strategy=args.strategy, params=dict(args.param), faults=args.faults,
+        faults_file=args.faults_file, time_limit=args.time_limit, concurrency=args.concurrency,
+        nodes=args.nodes, rate=args.rate, seed=args.seed, keys=args.keys, key_dist=args.key_dist, mix=args.mix,
+        op_timeout=args.op_timeout, quiesce=args.quiesce, backend=args.backend, checkers=args.checkers,
+        reports=args.reports, command=["cachecert", *sys.argv[1:]],
+    )
+
+
+def execute(cfg: Any, args: argparse.Namespace) -> int:
+    from harness.cli import UsageError
+    from harness.runner import ConfigError, Run, prepare
+
+    try:
+        prepared = prepare(cfg)
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+    run = Run(prepared, progress=False if args.no_progress else None)
+    print(f"run {prepared.workload.name}/{prepared.strategy_name} seed={cfg.seed} -> {run.dir}", file=sys.stderr)
+    results = run.execute()
+    summarize(results)
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    return int(results.get("exit_code", exitcodes.for_verdict(results.get("valid"))))
+
+
+def summarize(results: dict[str, Any]) -> None:
+    verdict = {True: "VALID", False: "INVALID"}.get(results.get("valid"), "UNKNOWN")  # type: ignore[arg-type]
+    counts = results.get("counts", {})
+    print(f"{verdict}  {results['workload']}/{results['strategy']}  ok={counts.get('ok', 0)} "
+          f"fail={counts.get('fail', 0)} info={counts.get('info', 0)}  ({results.get('wall_s', 0):.1f} s)",
+          file=sys.stderr)
+    for name, r in (results.get("checkers") or {}).items():
+        v = {True: "ok", False: "FAIL"}.get(r.get("valid"), "unknown")
+        line = f"  {name:<13} {v}"
+        anomalies = r.get("anomalies") or []
+        if anomalies:
+            line += f"  {len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}; first: " \
+                    f"{anomalies[0].get('explanation', anomalies[0].get('type'))}"
+        elif r.get("error"):
+            line += f"  ({r['error']})"
+        print(line[:400], file=sys.stderr)
+    for f in results.get("faults", []):
+        mark = "verified" if f.get("verified") else "NOT VERIFIED"
+        print(f"  fault {f['fault']}: {mark} ({f['observed']})", file=sys.stderr)
+    if results.get("error"):
+        print(f"  error: {results['error']}", file=sys.stderr)
+    print(f"  run dir: {results.get('run_dir')}", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return execute(config_from_args(args, args.workload), args)
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    """Re-run a stored run with its exact configuration (seed and fault schedule included)."""
+    from harness.cli import UsageError
+    from harness.runner import RunConfig
+
+    cfg_path = Path(args.run_dir) / "config.json"
+    try:
+        stored = json.loads(cfg_path.read_text())["config"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UsageError(f"{cfg_path}: not a stored run ({e})") from None
+    cfg = RunConfig(**{k: v for k, v in stored.items() if k in RunConfig.__dataclass_fields__})
+    record = json.loads(cfg_path.read_text())
+    if record.get("schedule_text") and not cfg.faults_file:
+        cfg.faults = record["schedule_text"] or None
+        if not record["schedule_text"]:
+            cfg.faults = "none"
+    cfg.command = ["cachecert", *sys.argv[1:]]
+    args.no_progress = getattr(args, "no_progress", False)
+    return execute(cfg, args)
+
+
+def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
+    from workloads import REGISTRY
+
+    run = sub.add_parser("run", help="run a workload against a strategy under a fault plan")
+    run.add_argument("workload", help=f"one of: {', '.join(sorted(REGISTRY))}")
+    add_run_options(run)
+    handlers["run"] = cmd_run
+    for name in ("rerun", "reproduce"):
+        rr = sub.add_parser(name, help="re-run a stored run with its seed and fault schedule")
+        rr.add_argument("run_dir")
+        rr.add_argument("--json", action="store_true")
+        rr.add_argument("--no-progress", action="store_true")
+        handlers[name] = cmd_rerun

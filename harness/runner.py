@@ -1,0 +1,410 @@
+"""The run engine: one workload, one strategy, one fault schedule, from set-up to verdict.
+
+    prepare (validate everything; no service started yet)
+    -> cluster up -> workload set-up -> nodes (strategy instances)
+    -> load: workers + nemesis for the time limit -> heal -> quiesce
+    -> final reads (every key, through every node, and the DB directly)
+    -> checkers -> results.json -> exit code
+
+Whatever happens (exception, Ctrl-C, SIGTERM), the ``finally`` path heals every fault, closes the
+history (so what was recorded stays readable) and stops the services this run started.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import strategies
+import workloads
+from harness import exitcodes, faults, store
+from harness.cluster import ALL_SERVICES, Cluster
+from harness.faults import FaultContext, FaultError, Scheduled
+from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
+from harness.history import HistoryWriter, load_history
+from harness.lifecycle import graceful_signals
+from harness.nemesis import Nemesis
+from harness.nodes import NodeDown, NodePool
+from strategies.base import DefiniteFailure, Env, ParamError
+from workloads.base import Direct, Workload
+
+log = logging.getLogger("cachecert")
+FINAL_PROCESS = 1_000_000  # final reads use process ids from here, far from the workers'
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot run; reported before any service starts."""
+
+
+@dataclass
+class RunConfig:
+    workload: str = "register"
+    strategy: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    faults: str | None = None
+    faults_file: str | None = None
+    time_limit: float | None = None
+    concurrency: int | None = None
+    nodes: int = 1
+    rate: float | None = None
+    seed: int | None = None
+    keys: int | None = None
+    key_dist: str | None = None
+    mix: str | None = None
+    op_timeout: float = 1.0
+    quiesce: float | None = None
+    backend: str = "local"
+    checkers: list[str] | None = None
+    checker_opts: dict[str, Any] = field(default_factory=dict)
+    reports: str | None = None
+    command: list[str] | None = None
+
+
+@dataclass
+class Prepared:
+    config: RunConfig
+    workload: Workload
+    strategy_cls: type
+    strategy_name: str
+    schedule: list[Scheduled]
+    generator: Generator
+    services: tuple[str, ...]
+
+
+def prepare(cfg: RunConfig) -> Prepared:
+    """Resolve and validate the configuration. Raises ConfigError with one clear line."""
+    try:
+        wl = workloads.load(cfg.workload)
+    except LookupError as e:
+        raise ConfigError(str(e)) from None
+    cfg.strategy = cfg.strategy or wl.default_strategy
+    try:
+        cls = strategies.load(cfg.strategy)
+        strategies.build(cls, cfg.params)
+    except (LookupError, ParamError) as e:
+        raise ConfigError(str(e)) from None
+    name = strategies.name_of(cls, cfg.strategy)
+    supported = getattr(cls, "workloads", None)
+    if supported is not None and wl.name not in supported:
+        raise ConfigError(f"strategy {name} cannot serve workload {wl.name} (it serves: {', '.join(supported)})")
+    if cfg.seed is None:
+        cfg.seed = random.randrange(1 << 31)
+    cfg.time_limit = wl.time_limit if cfg.time_limit is None else cfg.time_limit
+    cfg.concurrency = wl.concurrency if cfg.concurrency is None else cfg.concurrency
+    cfg.quiesce = wl.quiesce if cfg.quiesce is None else cfg.quiesce
+    for what, v, lo in (("time limit", cfg.time_limit, 0), ("op timeout", cfg.op_timeout, 0)):
+        if v <= lo:
+            raise ConfigError(f"{what} must be > 0, got {v:g}")
+    if cfg.concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, got {cfg.concurrency}")
+    if cfg.nodes < 1:
+        raise ConfigError(f"nodes must be >= 1, got {cfg.nodes}")
+    if cfg.quiesce < 0:
+        raise ConfigError(f"quiesce must be >= 0, got {cfg.quiesce:g}")
+    if cfg.backend not in ("local",):
+        raise ConfigError(f"backend {cfg.backend!r} is not available (valid: local)")
+    try:
+        keys = KeyDist.parse(cfg.key_dist or wl.key_dist, cfg.keys or wl.keys)
+        gen = Generator(parse_mix(cfg.mix or wl.mix), keys, cfg.rate, cfg.concurrency)
+    except GeneratorError as e:
+        raise ConfigError(str(e)) from None
+    services = tuple(s for s in ALL_SERVICES if s in wl.services)
+    try:
+        schedule = resolve_faults(cfg, wl, services)
+    except FaultError as e:
+        raise ConfigError(str(e)) from None
+    if any(s.fault.kind == "crash-node" and int(s.fault.target) >= cfg.nodes for s in schedule
+           if s.fault.target.isdigit()):
+        raise ConfigError(f"a crash-node fault names a node this run does not have (nodes: {cfg.nodes})")
+    return Prepared(cfg, wl, cls, name, schedule, gen, services)
+
+
+def resolve_faults(cfg: RunConfig, wl: Workload, services: tuple[str, ...]) -> list[Scheduled]:
+    assert cfg.time_limit is not None and cfg.seed is not None
+    if cfg.faults_file:
+        return faults.load_file(cfg.faults_file, cfg.time_limit, services)
+    plan = cfg.faults or wl.default_plan
+    if plan in wl.plans:
+        return faults.parse(wl.plans[plan], cfg.time_limit, services)
+    if plan == "random":
+        return faults.random_schedule(wl.fault_menu, cfg.time_limit, cfg.seed, services=services)
+    if "@" in plan:
+        return faults.parse(plan, cfg.time_limit, services)
+    raise FaultError(f"unknown fault plan {plan!r} for workload {wl.name} "
+                     f"(valid: {', '.join(wl.plans)}, random, or specs like latency:redis:ms=200@2+3)")
+
+
+# -- the run -------------------------------------------------------------------------------
+class Run:
+    """State of one execution; ``execute`` drives it through every phase."""
+
+    def __init__(self, p: Prepared, cluster: Cluster | None = None, progress: bool | None = None) -> None:
+        self.p = p
+        self.cfg = p.config
+        self.own_cluster = cluster is None
+        self.cluster = cluster
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.dir = store.new_run_dir(p.workload.name, p.strategy_name,
+                                     Path(self.cfg.reports) if self.cfg.reports else None)
+        self.history: HistoryWriter | None = None
+        self.nodes: NodePool | None = None
+        self.nemesis: Nemesis | None = None
+        self.stop = threading.Event()
+        self.counts = {"ok": 0, "fail": 0, "info": 0}
+        self.phases: dict[str, list[float]] = {}
+        self.error: str | None = None
+
+    # -- set-up -----------------------------------------------------------------------------
+    def _log_to_file(self) -> logging.Handler:
+        h = logging.FileHandler(self.dir / "harness.log")
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("cachecert").addHandler(h)
+        logging.getLogger("cachecert").setLevel(logging.INFO)
+        return h
+
+    def _phase(self, name: str) -> None:
+        assert self.history is not None
+        t = self.history.now() / 1e9
+        if self.phases:
+            self.phases[list(self.phases)[-1]].append(t)
+        self.phases[name] = [t]
+        self.history.append({"process": "nemesis", "type": "info", "f": "phase", "value": name})
+        log.info("phase %s at %.3f s", name, t)
+
+    def _env(self, node: int) -> Env:
+        assert self.cluster is not None
+        return Env(self.cluster.endpoints, self.cfg.params, node, self.cfg.op_timeout, self.p.workload.name)
+
+    def _direct(self) -> Direct:
+        from harness.clients import Pg, redis_client
+
+        assert self.cluster is not None
+        d = self.cluster.direct
+        return Direct(redis_client(d["redis"], timeout=10) if "redis" in d else None,
+                      Pg(d["postgres"], timeout=30) if "postgres" in d else None,  # type: ignore[arg-type]
+                      d)
+
+    # -- workers ----------------------------------------------------------------------------
+    def _worker(self, w: int) -> None:
+        assert self.history is not None and self.nodes is not None and self.cfg.concurrency
+        gen = self.p.generator.for_worker(self.cfg.seed or 0, w)
+        hist, invoke, nodes = self.history, self.p.workload.invoke, self.nodes
+        node = w % len(nodes)
+        process = w
+        counts = self.counts
+        while gen.pace(self.stop):
+            op = gen.next()
+            inv = {"process": process, "type": "invoke", **op}
+            if "value" not in inv:
+                inv["value"] = None
+            inv["node"] = node
+            inv["time_ns"] = hist.now()
+            hist.append(inv)
+            try:
+                res = invoke(nodes.get(node), op)
+                t = hist.now()
+                comp = {"process": process, "type": "ok", "f": op["f"], "key": op["key"], "value": op.get("value"),
+                        **res}
+            except DefiniteFailure as e:
+                t = hist.now()
+                comp = {"process": process, "type": "fail", "f": op["f"], "key": op["key"],
+                        "value": op.get("value"), "error": _err(e)}
+                if isinstance(e, NodeDown):
+                    self.stop.wait(0.01)  # don't spin on a crashed node
+            except Exception as e:  # noqa: BLE001 - indeterminate: the op may or may not have happened
+                t = hist.now()
+                comp = {"process": process, "type": "info", "f": op["f"], "key": op["key"],
+                        "value": op.get("value"), "error": _err(e)}
+                process += self.cfg.concurrency
+            comp["node"] = node
+            comp["time_ns"] = t
+            hist.append(comp)
+            counts[comp["type"]] += 1
+
+    def _final_reads(self, direct: Direct) -> None:
+        assert self.history is not None and self.nodes is not None
+        hist = self.history
+        for key in self.p.generator.keys.keys():
+            for node in range(len(self.nodes)):
+                proc = FINAL_PROCESS + node
+                hist.append({"process": proc, "type": "invoke", "f": "read", "key": key, "value": None,
+                             "node": node, "phase": "final", "time_ns": hist.now()})
+                try:
+                    res = self.p.workload.invoke(self.nodes.get(node), {"f": "read", "key": key})
+                    comp = {"type": "ok", "value": None, **res}
+                except Exception as e:  # noqa: BLE001
+                    comp = {"type": "fail", "value": None, "error": _err(e)}
+                hist.append({"process": proc, "f": "read", "key": key, "node": node, "phase": "final",
+                             "time_ns": hist.now(), **comp})
+            proc = FINAL_PROCESS + 999
+            hist.append({"process": proc, "type": "invoke", "f": "read", "key": key, "value": None,
+                         "source": "db", "phase": "final", "time_ns": hist.now()})
+            res = self.p.workload.final_read(direct, key)
+            hist.append({"process": proc, "type": "ok", "f": "read", "key": key, "source": "db",
+                         "phase": "final", "time_ns": hist.now(), **res})
+
+    # -- the whole thing --------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        cfg = self.cfg
+        handler = self._log_to_file()
+        store.write_json(self.dir / "config.json", self.config_record())
+        t_start = time.monotonic()
+        results: dict[str, Any] = {}
+        try:
+            with graceful_signals():
+                try:
+                    self._run_phases()
+                except BaseException as e:
+                    self.error = f"{type(e).__name__}: {e}"
+                    log.exception("run aborted")
+                    raise
+                finally:
+                    self._teardown()
+        except KeyboardInterrupt:
+            results = self._judge(interrupted=True)
+            raise
+        except Exception:
+            results = self._judge()
+            raise
+        else:
+            results = self._judge()
+        finally:
+            results.setdefault("wall_s", round(time.monotonic() - t_start, 3))
+            store.write_json(self.dir / "results.json", results)
+            store.link_latest(self.dir)
+            logging.getLogger("cachecert").removeHandler(handler)
+            handler.close()
+        return results
+
+    def _run_phases(self) -> None:
+        cfg = self.cfg
+        assert cfg.time_limit is not None and cfg.concurrency is not None and cfg.quiesce is not None
+        if self.cluster is None:
+            self.cluster = Cluster(services=self.p.services, name=f"run-{self.dir.name}-{id(self) % 10000}")
+            self.cluster.up()
+            log.info("cluster up in %.2f s: %s", self.cluster.timings.get("total", 0), self.cluster.endpoints)
+        else:
+            self.cluster.toxiproxy.reset()
+        direct = self._direct()
+        self.p.workload.setup(direct)
+        self.history = HistoryWriter(self.dir / "history.jsonl")
+        self._phase("setup")
+        self.nodes = NodePool(lambda: strategies.build(self.p.strategy_cls, cfg.params), self._env, cfg.nodes)
+        ctx = FaultContext(self.cluster, self.nodes)
+        self.nemesis = Nemesis(self.p.schedule, ctx, self.history)
+        self._phase("load")
+        t0 = time.monotonic()
+        workers = [threading.Thread(target=self._worker, args=(w,), name=f"worker-{w}", daemon=True)
+                   for w in range(cfg.concurrency)]
+        for t in workers:
+            t.start()
+        self.nemesis.start(t0)
+        self._wait_load(t0, cfg.time_limit)
+        self.stop.set()
+        for t in workers:
+            t.join(timeout=cfg.op_timeout * 3 + 2)
+        stuck = [t.name for t in workers if t.is_alive()]
+        if stuck:
+            log.warning("workers still blocked after the load phase: %s", ", ".join(stuck))
+        self._phase("heal")
+        self.nemesis.heal()
+        self._phase("quiesce")
+        time.sleep(cfg.quiesce)
+        self._phase("final")
+        self._final_reads(direct)
+        self._phase("done")
+
+    def _wait_load(self, t0: float, limit: float) -> None:
+        if not self.progress or limit < 3:
+            time.sleep(max(0.0, t0 + limit - time.monotonic()))
+            return
+        from rich.console import Console
+        from rich.live import Live
+
+        console = Console(stderr=True)
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            while (left := t0 + limit - time.monotonic()) > 0:
+                el = time.monotonic() - t0
+                done = sum(self.counts.values())
+                active = ", ".join(s.fault.name for s in self.nemesis.active) if self.nemesis else ""
+                live.update(f"[bold]{self.p.workload.name}/{self.p.strategy_name}[/] {el:5.1f}/{limit:g} s  "
+                            f"{done / max(el, 1e-3):7.0f} ops/s  ok {self.counts['ok']}  "
+                            f"fail {self.counts['fail']}  info {self.counts['info']}  "
+                            f"faults: {active or '-'}")
+                time.sleep(min(0.25, left))
+
+    def _teardown(self) -> None:
+        self.stop.set()
+        if self.nemesis is not None:
+            try:
+                self.nemesis.heal()
+            except Exception as e:  # noqa: BLE001
+                log.error("heal failed: %s", e)
+        if self.nodes is not None:
+            self.nodes.close()
+        if self.history is not None:
+            self.history.close()
+        if self.cluster is not None:
+            try:
+                self.cluster.collect_logs(self.dir / "logs")
+            except OSError:
+                pass
+            if self.own_cluster:
+                self.cluster.down()
+                self.cluster.remove()
+
+    # -- verdict ----------------------------------------------------------------------------
+    def _judge(self, interrupted: bool = False) -> dict[str, Any]:
+        hist_path = self.dir / "history.jsonl"
+        base = {"workload": self.p.workload.name, "strategy": self.p.strategy_name, "seed": self.cfg.seed,
+                "run_dir": str(self.dir), "phases": self.phases, "counts": dict(self.counts),
+                "faults": self.nemesis.probes if self.nemesis else [],
+                "fault_errors": self.nemesis.errors if self.nemesis else []}
+        if self.error or interrupted:
+            base["error"] = self.error or "interrupted"
+        if not hist_path.exists():
+            return base | {"valid": "unknown", "checkers": {}, "exit_code": exitcodes.HARNESS}
+        results = check_history(hist_path, self.p.workload, self.cfg)
+        out = base | results
+        if self.error or interrupted:
+            out["valid"] = False if results["valid"] is False else "unknown"
+        out["exit_code"] = exitcodes.for_verdict(out["valid"])
+        if self.error and not interrupted and out["valid"] is not False:
+            out["exit_code"] = exitcodes.HARNESS
+        return out
+
+    def config_record(self) -> dict[str, Any]:
+        return {"config": asdict(self.cfg), "strategy_name": self.p.strategy_name,
+                "workload": self.p.workload.describe(),
+                "schedule": [s.to_dict() for s in self.p.schedule],
+                "schedule_text": ";".join(s.to_text() for s in self.p.schedule),
+                "command": self.cfg.command, "python": sys.version.split()[0]}
+
+
+def check_history(path: Path, wl: Workload, cfg: RunConfig) -> dict[str, Any]:
+    """Run the workload's checkers (or the configured ones) on a stored history."""
+    history = load_history(path)
+    names = list(cfg.checkers or wl.checkers)
+    opts: dict[str, Any] = {k: dict(v) for k, v in wl.checker_opts.items()}
+    for k, v in cfg.checker_opts.items():
+        opts.setdefault(k, {}).update(v)
+    try:
+        from checkers import run_checkers
+    except ImportError:
+        return {"valid": "unknown", "checkers": {}, "note": "checkers package not available"}
+    return run_checkers(history, names, opts)
+
+
+def _err(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {msg}"[:300] if msg else type(e).__name__
+
+
+def run(cfg: RunConfig, cluster: Cluster | None = None, progress: bool | None = None) -> dict[str, Any]:
+    return Run(prepare(cfg), cluster, progress).execute()

@@ -1,0 +1,127 @@
+"""The strategy interface: the caching code under test, in four methods.
+
+A strategy instance is one *application node*: it owns its connections, any in-process cache and
+any invalidation subscriber, and is called concurrently by the workers assigned to that node (so
+it must be thread-safe). The nemesis "crashes" a node by closing it and building a fresh one.
+
+    setup(env)          connect; start subscribers. Called once per node instance.
+    read(key)  -> dict  {"value": v, "version": n, "source": "cache"|"db", "hit": bool, "db_load": bool}
+    write(key, value) -> dict  {"version": n} (DB-assigned, if known)
+    close()             release everything; must not block on a dead link.
+
+Raise ``DefiniteFailure`` when the operation certainly did not take effect (e.g. the DB refused the
+connection before anything was sent): the history records ``fail``. Any other exception or a
+timeout is indeterminate and recorded as ``info``.
+
+Strategies get everything through ``Env``: the proxy endpoints (never the direct addresses), the
+parameters the user gave, and helpers that build bounded clients. Plug your own with
+``--strategy mypkg.mod:MyStrategy``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from harness.clients import Pg, redis_client
+
+
+class DefiniteFailure(Exception):
+    """The operation certainly did not take effect (recorded as ``fail``)."""
+
+
+class ParamError(ValueError):
+    """A strategy parameter is invalid (reported before any service starts)."""
+
+
+@dataclass
+class Env:
+    endpoints: dict[str, str]
+    params: dict[str, Any] = field(default_factory=dict)
+    node: int = 0
+    timeout: float = 2.0
+    workload: str = ""
+    _pg: Pg | None = None
+
+    def redis(self, **kw: Any) -> Any:
+        return redis_client(self.endpoints["redis"], timeout=self.timeout, **kw)
+
+    def pg(self) -> Pg:
+        if self._pg is None:
+            self._pg = Pg(self.endpoints["postgres"], timeout=self.timeout)
+        return self._pg
+
+    def kafka_conf(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.endpoints["kafka"], "socket.timeout.ms": int(self.timeout * 1000),
+                "log_level": 0}
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: ClassVar[str]
+
+    def setup(self, env: Env) -> None: ...
+    def read(self, key: str) -> dict[str, Any]: ...
+    def write(self, key: str, value: Any) -> dict[str, Any]: ...
+    def close(self) -> None: ...
+
+
+# -- shared pieces for strategies over the standard `kv` table --------------------------------
+KV_SCHEMA = """
+create table if not exists kv (
+    key     text primary key,
+    value   jsonb,
+    version bigint not null default 0
+)
+"""
+
+
+class KvTable:
+    """The DB side every register-style strategy shares: a per-key value with a commit version.
+
+    ``write`` returns the version the DB assigned (``version + 1`` in the same statement, so the
+    version order is the commit order), which is what lets checkers order writes.
+    """
+
+    def __init__(self, pg: Pg, table: str = "kv") -> None:
+        self.pg = pg
+        self.table = table
+
+    def read(self, key: str) -> tuple[Any, int]:
+        rows = self.pg.execute(f"select value, version from {self.table} where key = %s", (key,))
+        return (rows[0][0], rows[0][1]) if rows else (None, 0)
+
+    def write(self, key: str, value: Any) -> int:
+        rows = self.pg.execute(
+            f"insert into {self.table} (key, value, version) values (%s, %s, 1) "
+            f"on conflict (key) do update set value = excluded.value, version = {self.table}.version + 1 "
+            "returning version",
+            (key, json.dumps(value)),
+        )
+        return rows[0][0]
+
+
+def encode(value: Any, version: int, **extra: Any) -> str:
+    return json.dumps({"value": value, "version": version, **extra}, separators=(",", ":"))
+
+
+def decode(raw: bytes | str | None) -> dict[str, Any] | None:
+    return None if raw is None else json.loads(raw)
+
+
+def positive(params: dict[str, Any], name: str, default: float, *, allow_zero: bool = False) -> float:
+    """Read a numeric parameter, rejecting negative (and zero unless allowed) values."""
+    v = params.get(name, default)
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ParamError(f"{name} must be a number, got {v!r}") from None
+    if v < 0 or (v == 0 and not allow_zero):
+        raise ParamError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {v:g}")
+    return v

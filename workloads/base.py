@@ -1,0 +1,74 @@
+"""The workload interface, Jepsen style: a small map of data shape + generator + checkers + faults.
+
+A workload says what the data looks like (``setup``), what clients do (op mix, keys, and how an op
+maps onto strategy calls: ``invoke``), what the truth is at the end (``final_read`` straight from
+the DB, bypassing every cache and proxy), which faults make sense (named plans and a menu for
+random schedules), which checkers judge it, and which strategies it can serve.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.clients import Pg
+from strategies.base import KV_SCHEMA
+
+
+@dataclass
+class Direct:
+    """Harness-only connections that bypass the proxies (set-up, final reads)."""
+
+    redis: Any
+    pg: Pg
+    endpoints: dict[str, str]
+
+
+def invoke_register(strategy: Any, op: dict[str, Any]) -> dict[str, Any]:
+    if op["f"] == "read":
+        return strategy.read(op["key"])
+    if op["f"] == "write":
+        return strategy.write(op["key"], op["value"])
+    raise ValueError(f"register workload has no op {op['f']!r}")
+
+
+def setup_kv(d: Direct) -> None:
+    d.redis.flushall()
+    d.pg.execute(KV_SCHEMA)
+    d.pg.execute("truncate kv")
+
+
+def final_kv(d: Direct, key: str) -> dict[str, Any]:
+    rows = d.pg.execute("select value, version from kv where key = %s", (key,))
+    return {"value": rows[0][0], "version": rows[0][1]} if rows else {"value": None, "version": 0}
+
+
+@dataclass
+class Workload:
+    name: str
+    description: str
+    strategies: tuple[str, ...]  # strategies this workload can serve (certify runs each)
+    default_strategy: str
+    services: tuple[str, ...] = ("redis", "postgres")
+    keys: int = 8
+    mix: dict[str, float] = field(default_factory=lambda: {"read": 0.75, "write": 0.25})
+    key_dist: str = "uniform"
+    time_limit: float = 10.0
+    concurrency: int = 8
+    quiesce: float = 1.0
+    checkers: tuple[str, ...] = ("versions", "staleness", "session", "durability", "convergence", "perf")
+    checker_opts: dict[str, Any] = field(default_factory=dict)
+    plans: dict[str, str] = field(default_factory=lambda: {"none": ""})
+    default_plan: str = "none"
+    fault_menu: list[str] = field(default_factory=list)
+    setup: Callable[[Direct], None] = setup_kv
+    invoke: Callable[[Any, dict[str, Any]], dict[str, Any]] = invoke_register
+    final_read: Callable[[Direct, str], dict[str, Any]] = final_kv
+
+    def describe(self) -> dict[str, Any]:
+        return json.loads(json.dumps({
+            "name": self.name, "description": self.description, "strategies": self.strategies,
+            "services": self.services, "keys": self.keys, "mix": self.mix, "key_dist": self.key_dist,
+            "checkers": self.checkers, "plans": self.plans, "fault_menu": self.fault_menu}))
