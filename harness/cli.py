@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
 from harness import exitcodes
+from harness.exitcodes import UsageError
 from harness.paths import MissingBinary
-
-
-class UsageError(Exception):
-    """Bad options or configuration: one line, exit code 3, nothing started."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -164,7 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         print(f"cachecert: interrupted ({e or 'Ctrl-C'}); faults healed, services stopped", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - the harness itself failed: one line, exit 255
+        if os.environ.get("CACHECERT_DEBUG"):
+            raise
+        print(f"cachecert: internal error: {type(e).__name__}: {e} (set CACHECERT_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return exitcodes.HARNESS
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from harness.cli import main as _main  # the importable module, so its exception classes match
+
+    sys.exit(_main())

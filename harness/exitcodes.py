@@ -19,3 +19,7 @@ def for_verdict(valid: object) -> int:
     if valid is False:
         return INVALID
     return UNKNOWN
+
+
+class UsageError(Exception):
+    """Bad options or configuration: one line, exit code 3, nothing started."""

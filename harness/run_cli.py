@@ -57,7 +57,7 @@ def config_from_args(args: argparse.Namespace, workload: str) -> Any:
 
 
 def execute(cfg: Any, args: argparse.Namespace) -> int:
-    from harness.cli import UsageError
+    from harness.exitcodes import UsageError
     from harness.runner import ConfigError, Run, prepare
 
     try:
@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     """Re-run a stored run with its exact configuration (seed and fault schedule included)."""
-    from harness.cli import UsageError
+    from harness.exitcodes import UsageError
     from harness.runner import RunConfig
 
     cfg_path = Path(args.run_dir) / "config.json"

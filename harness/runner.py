@@ -251,7 +251,6 @@ class Run:
 
     # -- the whole thing --------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
-        cfg = self.cfg
         handler = self._log_to_file()
         store.write_json(self.dir / "config.json", self.config_record())
         t_start = time.monotonic()

@@ -88,6 +88,9 @@ class PostgresService(ProcessService):
                 raise ServiceError(f"postgres: stale data directory {self.data} (postmaster.pid present); "
                                    "run `cachecert down` or remove it")
             return
+        if self.run_as and subprocess.run(["test", "-x", str(self.dir)], user=self.run_as).returncode != 0:
+            raise ServiceError(f"postgres: the {self.run_as} user cannot reach {self.dir} (a parent directory is "
+                               "not searchable); set CACHECERT_STATE_DIR to a directory under /tmp")
         shutil.copytree(self._template(), self.data, symlinks=True)
         self.dir.chmod(0o755)
         self.data.chmod(0o700)

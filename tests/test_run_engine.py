@@ -1,0 +1,201 @@
+"""End-to-end runs of the run engine on the real embedded cluster (issue 3)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+import pytest
+
+from harness.cluster import Cluster
+from harness.history import load_history, read_history
+from harness.runner import ConfigError, Run, RunConfig, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(cluster: Cluster, tmp_path: Path, **kw) -> dict:
+    cfg = RunConfig(reports=str(tmp_path), quiesce=kw.pop("quiesce", 0.2), **kw)
+    return Run(prepare(cfg), cluster=cluster, progress=False).execute()
+
+
+def _pairs(history: list[dict]) -> tuple[int, int]:
+    client = [o for o in history if o["process"] != "nemesis"]
+    return sum(o["type"] == "invoke" for o in client), sum(o["type"] != "invoke" for o in client)
+
+
+def test_no_fault_run_records_balanced_pairs(cluster: Cluster, tmp_path: Path) -> None:
+    res = _run(cluster, tmp_path, workload="register", strategy="no-cache", time_limit=1.5, concurrency=4, seed=3)
+    run_dir = Path(res["run_dir"])
+    history = load_history(run_dir / "history.jsonl")  # validates pairing per process
+    invokes, completions = _pairs(history)
+    assert invokes > 100 and invokes == completions
+    assert [o["index"] for o in history] == list(range(len(history)))
+    assert res["counts"]["info"] == 0 and res["counts"]["fail"] == 0
+    finals = [o for o in history if o.get("phase") == "final" and o["type"] == "ok"]
+    assert {o["key"] for o in finals} == {f"k{i}" for i in range(5)}
+    for name in ("config.json", "results.json", "harness.log"):
+        assert (run_dir / name).exists()
+    assert (run_dir.parent / "latest").resolve() == run_dir.resolve()
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["config"]["seed"] == 3
+
+
+def test_latency_fault_window_shows_in_history(cluster: Cluster, tmp_path: Path) -> None:
+    res = _run(cluster, tmp_path, workload="register", strategy="cache-aside", time_limit=3.0, concurrency=4,
+               seed=5, faults="latency:redis:ms=80@1+1")
+    history = load_history(Path(res["run_dir"]) / "history.jsonl")
+    nem = [o for o in history if o["process"] == "nemesis" and o["f"] in ("start", "stop", "probe")]
+    assert [o["f"] for o in nem if o["f"] != "probe"] == ["start", "stop"]
+    probe = next(o for o in nem if o["f"] == "probe")
+    assert probe["value"]["verified"] is True, probe
+    start, stop = (o["time_ns"] for o in nem if o["f"] != "probe")
+    assert 0.8e9 < stop - start < 1.6e9
+    invoked: dict = {}
+    inside, outside = [], []
+    for o in history:
+        if o["process"] == "nemesis" or o.get("phase") == "final":
+            continue
+        if o["type"] == "invoke":
+            invoked[o["process"]] = o["time_ns"]
+        else:
+            t0 = invoked.pop(o["process"])
+            lat = o["time_ns"] - t0
+            (inside if start + 0.1e9 < t0 and o["time_ns"] < stop else outside).append(lat)
+    assert inside and outside
+    assert median(inside) >= 80e6 > median(outside)
+
+
+def test_same_seed_same_schedule_and_ops() -> None:
+    a = prepare(RunConfig(workload="register", faults="random", seed=42, time_limit=20))
+    b = prepare(RunConfig(workload="register", faults="random", seed=42, time_limit=20))
+    c = prepare(RunConfig(workload="register", faults="random", seed=43, time_limit=20))
+    text = [[s.to_text() for s in p.schedule] for p in (a, b, c)]
+    assert text[0] == text[1] and text[0] != text[2] and len(text[0]) >= 2
+    ga, gb = a.generator.for_worker(42, 3), b.generator.for_worker(42, 3)
+    assert [ga.next() for _ in range(200)] == [gb.next() for _ in range(200)]
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"workload": "nope"}, "unknown workload 'nope' (valid: "),
+    ({"strategy": "nope"}, "unknown strategy 'nope' (valid: "),
+    ({"strategy": "no.such.module:X"}, "cannot import strategy module"),
+    ({"faults": "bogus"}, "unknown fault plan 'bogus'"),
+    ({"faults": "melt:redis@1+1"}, "unknown fault 'melt' (valid: "),
+    ({"faults": "latency:mysql@1+1"}, "unknown target 'mysql'"),
+    ({"faults": "latency:redis@1+30", "time_limit": 5}, "after the run's 5 s time limit"),
+    ({"concurrency": 0}, "concurrency must be >= 1"),
+    ({"time_limit": -1}, "time limit must be > 0"),
+    ({"params": {"ttl": -5}}, "ttl must be > 0"),
+    ({"params": {"bogus": 1}}, "has no parameter 'bogus'"),
+    ({"key_dist": "zipf:0"}, "zipf exponent must be > 0"),
+])
+def test_bad_config_is_one_clear_error(kw: dict, msg: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        prepare(RunConfig(**kw))
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_bad_input_exit_code() -> None:
+    p = _cli("run", "register", "--strategy", "nope")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 3 and "unknown strategy 'nope'" in err and err.count("\n") == 1
+
+
+def _wait_lines(path: Path, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{path} never reached {n} lines")
+
+
+def _state_env(tmp_path: Path) -> dict:
+    # the state dir must be reachable by the postgres user; pytest's tmp_path is under a 0700 dir
+    state = Path(tempfile.mkdtemp(prefix="cachecert-test-", dir="/tmp"))
+    state.chmod(0o755)
+    (tmp_path / "state").symlink_to(state)
+    return dict(os.environ, CACHECERT_STATE_DIR=str(state), CACHECERT_REPORTS=str(tmp_path / "r"))
+
+
+def _cluster_pids(state: Path) -> list[int]:
+    pids = []
+    for pf in state.glob("clusters/*/pids/*.json"):
+        pids.append(json.loads(pf.read_text())["pid"])
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_sigkilled_run_leaves_readable_prefix_and_down_reaps(tmp_path: Path) -> None:
+    env = _state_env(tmp_path)
+    p = _cli("run", "register", "-s", "no-cache", "-t", "60", "--no-progress", env=env)
+    try:
+        hist = next(iter((tmp_path / "r").glob("register/no-cache/*/history.jsonl")), None)
+        deadline = time.monotonic() + 60
+        while hist is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            hist = next(iter((tmp_path / "r").glob("register/no-cache/*/history.jsonl")), None)
+        assert hist is not None
+        _wait_lines(hist, 500, 30)
+        pids = _cluster_pids(tmp_path / "state")
+        assert pids and all(_alive(pid) for pid in pids)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.communicate(timeout=10)
+    ops = list(read_history(hist))  # a torn last line is dropped, everything else validates
+    assert len(ops) >= 500
+    down = _cli("down", env=env)
+    out, _ = down.communicate(timeout=60)
+    assert down.returncode == 0 and "reaped" in out
+    time.sleep(0.5)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_ctrl_c_heals_and_stops_everything(tmp_path: Path) -> None:
+    env = _state_env(tmp_path)
+    p = _cli("run", "register", "-s", "cache-aside", "-t", "60", "--no-progress",
+             "-f", "latency:redis:ms=50@0.5+50", env=env)
+    hist = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            hist = next(iter((tmp_path / "r").glob("register/cache-aside/*/history.jsonl")), None)
+            if hist and b'"f":"start"' in hist.read_bytes():
+                break
+            time.sleep(0.2)
+        assert hist is not None
+        pids = _cluster_pids(tmp_path / "state")
+        assert len(pids) == 3  # redis, postgres, toxiproxy
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    history = load_history(hist)
+    fs = [o["f"] for o in history if o["process"] == "nemesis" and o["f"] in ("start", "stop")]
+    assert fs == ["start", "stop"]  # the heal recorded the stop
+    results = json.loads((hist.parent / "results.json").read_text())
+    assert results["error"] and results["valid"] in ("unknown", False)
+    assert not any(_alive(pid) for pid in pids)
+    assert not list((tmp_path / "state").glob("clusters/*/pids/*.json"))
