@@ -13,11 +13,34 @@ from typing import Any
 
 from strategies.base import DefiniteFailure, Env, ParamError, Strategy
 
-# name -> "module:Class"; scenario modules add theirs here.
-REGISTRY: dict[str, str] = {
-    "cache-aside": "strategies.cache_aside:CacheAside",
-    "no-cache": "strategies.no_cache:NoCache",
-}
+BROKEN: dict[str, str] = {}  # module -> import error, shown when a lookup fails
+
+
+def _discover() -> dict[str, str]:
+    """name -> "module:Class" for every class with a ``name`` and the four methods in strategies/*.py.
+
+    Discovery keeps scenario modules independent: adding a strategy is adding a module.
+    """
+    import pkgutil
+    from pathlib import Path
+
+    found: dict[str, str] = {}
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        try:
+            mod = importlib.import_module(f"strategies.{info.name}")
+        except Exception as e:  # noqa: BLE001 - one broken module must not hide the others
+            BROKEN[info.name] = f"{type(e).__name__}: {e}"
+            continue
+        for attr, obj in vars(mod).items():
+            if (isinstance(obj, type) and obj.__module__ == mod.__name__ and isinstance(getattr(obj, "name", None), str)
+                    and all(callable(getattr(obj, m, None)) for m in ("setup", "read", "write", "close"))):
+                found[obj.name] = f"{mod.__name__}:{attr}"
+    return dict(sorted(found.items()))
+
+
+REGISTRY: dict[str, str] = _discover()
 
 
 class StrategyLoadError(LookupError):
@@ -27,8 +50,10 @@ class StrategyLoadError(LookupError):
 def load(spec: str) -> type:
     target = REGISTRY.get(spec, spec)
     if ":" not in target:
+        broken = f"; modules that failed to import: {', '.join(f'{m} ({e})' for m, e in BROKEN.items())}" \
+            if BROKEN else ""
         raise StrategyLoadError(
-            f"unknown strategy {spec!r} (valid: {', '.join(sorted(REGISTRY))}, or module.path:ClassName)")
+            f"unknown strategy {spec!r} (valid: {', '.join(sorted(REGISTRY))}, or module.path:ClassName){broken}")
     mod_name, _, attr = target.partition(":")
     try:
         mod = importlib.import_module(mod_name)

@@ -1,4 +1,5 @@
-"""Workloads by name. Each module defines ``WORKLOAD``; add yours to ``REGISTRY``."""
+"""Workloads by name: every module in workloads/ that defines ``WORKLOAD`` (discovered, so adding a
+workload is adding a module)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,28 @@ import importlib
 
 from workloads.base import Workload
 
-REGISTRY: dict[str, str] = {
-    "register": "workloads.register",
-}
+BROKEN: dict[str, str] = {}
+
+
+def _discover() -> dict[str, str]:
+    import pkgutil
+    from pathlib import Path
+
+    found = {}
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        try:
+            wl = getattr(importlib.import_module(f"workloads.{info.name}"), "WORKLOAD", None)
+        except Exception as e:  # noqa: BLE001 - one broken module must not hide the others
+            BROKEN[info.name] = f"{type(e).__name__}: {e}"
+            continue
+        if isinstance(wl, Workload):
+            found[wl.name] = f"workloads.{info.name}"
+    return dict(sorted(found.items()))
+
+
+REGISTRY: dict[str, str] = _discover()
 
 
 class WorkloadLoadError(LookupError):
@@ -18,7 +38,9 @@ class WorkloadLoadError(LookupError):
 def load(name: str) -> Workload:
     mod = REGISTRY.get(name, name if "." in name else None)
     if mod is None:
-        raise WorkloadLoadError(f"unknown workload {name!r} (valid: {', '.join(sorted(REGISTRY))})")
+        broken = f"; modules that failed to import: {', '.join(f'{m} ({e})' for m, e in BROKEN.items())}" \
+            if BROKEN else ""
+        raise WorkloadLoadError(f"unknown workload {name!r} (valid: {', '.join(sorted(REGISTRY))}){broken}")
     try:
         return importlib.import_module(mod).WORKLOAD
     except (ImportError, AttributeError) as e:
