@@ -393,11 +393,31 @@ def check_history(path: Path, wl: Workload, cfg: RunConfig) -> dict[str, Any]:
     opts: dict[str, Any] = {k: dict(v) for k, v in wl.checker_opts.items()}
     for k, v in cfg.checker_opts.items():
         opts.setdefault(k, {}).update(v)
+    extra = {n: wl.extra_checkers[n] for n in names if n in wl.extra_checkers}
     try:
         from checkers import run_checkers
     except ImportError:
-        return {"valid": "unknown", "checkers": {}, "note": "checkers package not available"}
-    return run_checkers(history, names, opts)
+        out: dict[str, Any] = {"valid": "unknown", "checkers": {}, "note": "checkers package not available"}
+    else:
+        out = run_checkers(history, [n for n in names if n not in extra], opts)
+    for name, fn in extra.items():
+        try:
+            r = fn(history, **opts.get(name, {}))
+        except Exception as e:  # noqa: BLE001 - a crashed checker says unknown, never valid
+            r = {"valid": "unknown", "error": f"{type(e).__name__}: {e}"}
+        out["checkers"][name] = r
+    out["valid"] = merge_verdicts(r.get("valid") for r in out["checkers"].values())
+    return out
+
+
+def merge_verdicts(verdicts: Any) -> bool | str:
+    """false > unknown > true; no verdict at all is unknown."""
+    seen = list(verdicts)
+    if any(v is False for v in seen):
+        return False
+    if not seen or any(v is not True for v in seen):
+        return "unknown"
+    return True
 
 
 def _err(e: BaseException) -> str:

@@ -60,6 +60,8 @@ class Workload:
     quiesce: float = 1.0
     checkers: tuple[str, ...] = ("versions", "staleness", "session", "durability", "convergence", "perf")
     checker_opts: dict[str, Any] = field(default_factory=dict)
+    # checkers specific to this workload: name -> fn(history, **opts) -> {"valid": ..., ...}
+    extra_checkers: dict[str, Callable[..., dict[str, Any]]] = field(default_factory=dict)
     plans: dict[str, str] = field(default_factory=lambda: {"none": ""})
     default_plan: str = "none"
     fault_menu: list[str] = field(default_factory=list)
