@@ -33,6 +33,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 Op = dict[str, Any]
 
 TYPES = ("invoke", "ok", "fail", "info")
@@ -54,9 +56,9 @@ class HistoryWriter:
     def __init__(self, path: str | os.PathLike[str], t0_ns: int | None = None) -> None:
         self.path = Path(path)
         self.t0_ns = time.monotonic_ns() if t0_ns is None else t0_ns
-        self._file = open(self.path, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
+        self._file = open(self.path, "ab", buffering=1 << 16)  # noqa: SIM115
         self._lock = threading.Lock()
-        self._buf: list[str] = []
+        self._buf: list[bytes] = []
         self._index = 0
         self._closed = False
         self._stop = threading.Event()
@@ -76,7 +78,7 @@ class HistoryWriter:
             self._index += 1
             if "time_ns" not in op:
                 op["time_ns"] = time.monotonic_ns() - self.t0_ns
-            self._buf.append(json.dumps(op, separators=(",", ":"), default=_jsonable))
+            self._buf.append(orjson.dumps(op, default=_jsonable, option=orjson.OPT_NON_STR_KEYS))
         return op
 
     def flush(self) -> None:
@@ -84,7 +86,7 @@ class HistoryWriter:
             if not self._buf or self._closed:
                 return
             lines, self._buf = self._buf, []
-            self._file.write("\n".join(lines) + "\n")
+            self._file.write(b"\n".join(lines) + b"\n")
             self._file.flush()
 
     def _flush_loop(self) -> None:
@@ -149,7 +151,7 @@ def read_history(
     except OSError as e:
         raise HistoryError(f"{p}: cannot open history: {e.strerror}") from e
     outstanding: dict[Any, int] = {}
-    loads = json.loads
+    loads = orjson.loads
     with f:
         lineno = 0
         for raw in f:
@@ -165,7 +167,7 @@ def read_history(
             try:
                 op = loads(line)
             except ValueError as e:
-                raise HistoryError(f"{p}:{lineno}: not valid JSON ({e.msg})") from None
+                raise HistoryError(f"{p}:{lineno}: not valid JSON ({str(e).split(':')[0]})") from None
             validate(op, f"{p}:{lineno}")
             if check_pairs and op["process"] != "nemesis":
                 proc = op["process"]

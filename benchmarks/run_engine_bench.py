@@ -1,0 +1,135 @@
+"""Run-engine throughput and recording overhead (issue 3), side by side with redis-benchmark.
+
+    python -m benchmarks.run_engine_bench [--seconds 3]
+
+1. Recording cost: HistoryWriter.append of a typical op, per op (an op = invoke + completion).
+2. Harness floor: the whole worker loop (generator, history, bookkeeping) against a strategy that
+   does nothing, at concurrency 1: what the harness itself costs per op.
+3. Through the Redis proxy at concurrency 1, 8 and 32: the harness driving a Redis-only strategy
+   (GET/SET, one client per node... one shared pool) vs `redis-benchmark` (GET+SET, same proxy,
+   same concurrency), and the ratio. Target: ratio >= 0.5 at concurrency 8; recording < 20 us/op.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.cluster import Cluster
+from harness.history import HistoryWriter
+from harness.runner import Run, RunConfig, prepare
+from workloads.base import Direct, Workload
+
+
+class RedisOnly:
+    """Cache-as-database: GET/SET straight to Redis through the proxy (benchmark strategy)."""
+
+    name: ClassVar[str] = "bench-redis-only"
+
+    def setup(self, env: Any) -> None:
+        import redis
+
+        from harness.clients import host_port
+
+        host, port = host_port(env.endpoints["redis"])
+        self.pool = redis.ConnectionPool(host=host, port=port, socket_timeout=2, max_connections=256)
+        self.r = redis.Redis(connection_pool=self.pool)
+
+    def read(self, key: str) -> dict[str, Any]:
+        v = self.r.get(key)
+        return {"value": int(v) if v is not None else None, "source": "cache", "hit": v is not None}
+
+    def write(self, key: str, value: Any) -> dict[str, Any]:
+        self.r.set(key, value)
+        return {}
+
+    def close(self) -> None:
+        self.pool.disconnect()
+
+
+class Noop:
+    name: ClassVar[str] = "bench-noop"
+
+    def setup(self, env: Any) -> None:
+        pass
+
+    def read(self, key: str) -> dict[str, Any]:
+        return {"value": None}
+
+    def write(self, key: str, value: Any) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def _setup(d: Direct) -> None:
+    d.redis.flushall()
+
+
+WORKLOAD = Workload(
+    name="bench-redis", description="benchmark only: Redis GET/SET", strategies=(), default_strategy="",
+    services=("redis",), keys=100, mix={"read": 0.5, "write": 0.5}, checkers=(), quiesce=0.0,
+    setup=_setup, final_read=lambda d, k: {"value": None},
+)
+
+
+def bench_recording(n: int = 200_000) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        w = HistoryWriter(Path(tmp) / "h.jsonl")
+        t0 = time.perf_counter()
+        for i in range(n // 2):
+            w.append({"process": i % 8, "type": "invoke", "f": "read", "key": "k1", "value": None, "node": 0,
+                      "time_ns": w.now()})
+            w.append({"process": i % 8, "type": "ok", "f": "read", "key": "k1", "value": 123, "version": 7,
+                      "source": "cache", "hit": True, "node": 0, "time_ns": w.now()})
+        w.close()
+        return (time.perf_counter() - t0) / (n // 2) * 1e6  # us per op (two records)
+
+
+def harness_rate(cluster: Cluster, strategy: str, conc: int, seconds: float, reports: str) -> float:
+    cfg = RunConfig(workload="benchmarks.run_engine_bench", strategy=strategy, time_limit=seconds,
+                    concurrency=conc, seed=1, reports=reports, quiesce=0.0, checkers=[])
+    res = Run(prepare(cfg), cluster=cluster, progress=False).execute()
+    load = res["phases"]["load"]
+    return (res["counts"]["ok"] + res["counts"]["fail"] + res["counts"]["info"]) / (load[1] - load[0])
+
+
+def redis_benchmark_rate(port: int, conc: int, n: int) -> float | None:
+    exe = shutil.which("redis-benchmark")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "-h", "127.0.0.1", "-p", str(port), "-c", str(conc), "-n", str(n), "-t", "get,set",
+                          "-r", "100", "--csv"], capture_output=True, text=True, timeout=300).stdout
+    rates = [float(line.split(",")[1].strip('"')) for line in out.splitlines()[1:] if line.count(",") >= 1]
+    return sum(rates) / len(rates) if rates else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=3.0)
+    args = ap.parse_args()
+    print(f"machine: {os.cpu_count()} cores; each harness point runs {args.seconds:g} s of load\n")
+    rec = bench_recording()
+    print(f"recording: {rec:.1f} us per op (invoke + completion appended)   target < 20 us\n")
+    with tempfile.TemporaryDirectory() as reports, Cluster(services=("redis",)) as cluster:
+        floor = harness_rate(cluster, "benchmarks.run_engine_bench:Noop", 1, args.seconds, reports)
+        print(f"harness floor (no-op strategy, c=1): {floor:,.0f} ops/s = {1e6 / floor:.1f} us per op\n")
+        port = cluster.proxies["redis"]
+        print(f"{'concurrency':>11} {'harness ops/s':>14} {'redis-benchmark ops/s':>22} {'ratio':>7}")
+        for conc in (1, 8, 32):
+            h = harness_rate(cluster, "benchmarks.run_engine_bench:RedisOnly", conc, args.seconds, reports)
+            rb = redis_benchmark_rate(port, conc, n=max(20_000, int(h * args.seconds)))
+            ratio = f"{h / rb:.2f}" if rb else "n/a"
+            print(f"{conc:>11} {h:>14,.0f} {rb or float('nan'):>22,.0f} {ratio:>7}")
+        print("\n(both through the same Toxiproxy proxy; redis-benchmark: mean of its GET and SET rates)")
+
+
+if __name__ == "__main__":
+    main()
