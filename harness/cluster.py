@@ -28,6 +28,7 @@ from harness.services.local import KafkaService, PostgresService, RedisService, 
 from harness.toxiproxy import Toxiproxy
 
 ALL_SERVICES = ("redis", "postgres", "kafka")
+_PROXY_LOCK = threading.Lock()
 
 
 class ClusterError(RuntimeError):
@@ -183,6 +184,23 @@ class Cluster:
     def direct(self) -> dict[str, str]:
         """The service's own address, bypassing the proxy (harness probes and final reads only)."""
         return {s: svc.endpoint for s, svc in self.svc.items()}
+
+    def add_proxy(self, name: str, service: str) -> str:
+        """An extra proxy to ``service`` named ``name`` (e.g. ``redis.bus3``, one application node's
+        event link), so a fault can hit one node's link without touching the others. Idempotent:
+        asking again for the same name returns the existing endpoint. Names must be
+        ``SERVICE.SUFFIX``: fault specs accept them as targets and probe them as ``SERVICE``."""
+        svc, dot, suffix = name.partition(".")
+        if svc != service or not dot or not suffix:
+            raise ClusterError(f"extra proxy name must look like {service}.SUFFIX, got {name!r}")
+        with _PROXY_LOCK:
+            if name in self.proxies:
+                return f"127.0.0.1:{self.proxies[name]}"
+            target = self.service(service)
+            port = free_port()
+            self.toxiproxy.create_proxy(name, f"127.0.0.1:{port}", target.endpoint)
+            self.proxies[name] = port
+        return f"127.0.0.1:{port}"
 
     def service(self, name: str) -> Service:
         if name == "toxiproxy" and self.toxiproxy_service is not None:

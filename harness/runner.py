@@ -179,7 +179,8 @@ class Run:
 
     def _env(self, node: int) -> Env:
         assert self.cluster is not None
-        return Env(self.cluster.endpoints, self.cfg.params, node, self.cfg.op_timeout, self.p.workload.name)
+        return Env(self.cluster.endpoints, self.cfg.params, node, self.cfg.op_timeout, self.p.workload.name,
+                   add_proxy=getattr(self.cluster, "add_proxy", None))
 
     def _direct(self) -> Direct:
         from harness.clients import Pg, redis_client

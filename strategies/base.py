@@ -21,6 +21,7 @@ parameters the user gave, and helpers that build bounded clients. Plug your own 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -43,6 +44,15 @@ class Env:
     timeout: float = 2.0
     workload: str = ""
     _pg: Pg | None = None
+    # creates an extra proxy ``SERVICE.SUFFIX`` to a service (Cluster.add_proxy); None = no per-node links
+    add_proxy: Callable[[str, str], str] | None = None
+
+    def link(self, service: str, suffix: str) -> str:
+        """Endpoint of a dedicated, separately faultable link to ``service`` (proxy ``service.suffix``,
+        e.g. one node's event-bus link), or the shared proxy when the harness offers no extra proxies."""
+        if self.add_proxy is None:
+            return self.endpoints[service]
+        return self.add_proxy(f"{service}.{suffix}", service)
 
     def redis(self, **kw: Any) -> Any:
         return redis_client(self.endpoints["redis"], timeout=self.timeout, **kw)

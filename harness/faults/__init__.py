@@ -36,7 +36,8 @@ def make_fault(kind: str, target: str, params: dict[str, Any] | None = None,
     params = dict(params or {})
     if kind not in KINDS:
         raise FaultError(f"unknown fault {kind!r} (valid: {', '.join(KINDS)})")
-    if kind != "crash-node" and services is not None and target not in services:
+    # a target is a service's proxy, or an extra link proxy to it named SERVICE.SUFFIX (Cluster.add_proxy)
+    if kind != "crash-node" and services is not None and target.partition(".")[0] not in services:
         raise FaultError(f"{kind}: unknown target {target!r} (this run's services: {', '.join(services)})")
     if kind in TOXIC_TYPES:
         return ToxicFault(kind, target, params)

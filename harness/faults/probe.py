@@ -48,7 +48,7 @@ def roundtrip(service: str, port: int, timeout: float = 1.0) -> Probe:
     with s:
         try:
             s.settimeout(max(0.01, timeout - (time.monotonic() - t0)))
-            s.sendall(REQUESTS.get(service, b"\r\n"))
+            s.sendall(REQUESTS.get(service.partition(".")[0], b"\r\n"))  # "redis.bus3" speaks redis
             data = s.recv(64)
         except TimeoutError:
             return done("timeout")
