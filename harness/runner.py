@@ -278,6 +278,7 @@ class Run:
             results.setdefault("wall_s", round(time.monotonic() - t_start, 3))
             store.write_json(self.dir / "results.json", results)
             store.link_latest(self.dir)
+            render_report(self.dir)
             logging.getLogger("cachecert").removeHandler(handler)
             handler.close()
         return results
@@ -409,6 +410,16 @@ def check_history(path: Path, wl: Workload, cfg: RunConfig) -> dict[str, Any]:
         out["checkers"][name] = r
     out["valid"] = merge_verdicts(r.get("valid") for r in out["checkers"].values())
     return out
+
+
+def render_report(run_dir: Path) -> None:
+    """report.html beside results.json; a rendering failure is logged and never changes the verdict."""
+    try:
+        from harness.report import render
+
+        render(run_dir)
+    except Exception as e:  # noqa: BLE001
+        log.error("report rendering failed: %s: %s", type(e).__name__, e)
 
 
 def merge_verdicts(verdicts: Any) -> bool | str:
