@@ -41,6 +41,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checker", action="append", dest="checkers", help="checkers to run (repeatable)")
     p.add_argument("--reports", help="reports root (default: ./reports)")
     p.add_argument("--json", action="store_true", help="print results.json to stdout")
+    p.add_argument("--junit", metavar="PATH", help="write JUnit XML (one test case per checker)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -68,6 +69,12 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:
     print(f"run {prepared.workload.name}/{prepared.strategy_name} seed={cfg.seed} -> {run.dir}", file=sys.stderr)
     results = run.execute()
     summarize(results)
+    if results.get("run_dir") and (Path(results["run_dir"]) / "report.html").exists():
+        print(f"  report: {Path(results['run_dir']) / 'report.html'}", file=sys.stderr)
+    if getattr(args, "junit", None):
+        from harness.junit import write_junit
+
+        print(f"  junit: {write_junit(args.junit, [results])}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     return int(results.get("exit_code", exitcodes.for_verdict(results.get("valid"))))
@@ -133,5 +140,6 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
         rr = sub.add_parser(name, help="re-run a stored run with its seed and fault schedule")
         rr.add_argument("run_dir")
         rr.add_argument("--json", action="store_true")
+        rr.add_argument("--junit", metavar="PATH", help="write JUnit XML (one test case per checker)")
         rr.add_argument("--no-progress", action="store_true")
         handlers[name] = cmd_rerun
