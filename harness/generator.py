@@ -109,7 +109,7 @@ class WorkerGen:
         g = self.gen
         f = g._fs[min(len(g._fs) - 1, bisect.bisect_left(g._cum, self.rng.random() * g._cum[-1]))]
         op: dict[str, Any] = {"f": f, "key": g.keys.sample(self.rng)}
-        if f != "read":
+        if not f.startswith("read"):  # read-like ops (read, read-db, ...) carry no value
             op["value"] = self.n * g.concurrency + self.worker + 1
         self.n += 1
         return op
