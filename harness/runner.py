@@ -98,6 +98,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     cfg.time_limit = wl.time_limit if cfg.time_limit is None else cfg.time_limit
     cfg.concurrency = wl.concurrency if cfg.concurrency is None else cfg.concurrency
     cfg.quiesce = wl.quiesce if cfg.quiesce is None else cfg.quiesce
+    cfg.rate = getattr(wl, "rate", None) if cfg.rate is None else cfg.rate
     for what, v, lo in (("time limit", cfg.time_limit, 0), ("op timeout", cfg.op_timeout, 0)):
         if v <= lo:
             raise ConfigError(f"{what} must be > 0, got {v:g}")

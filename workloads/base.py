@@ -57,6 +57,7 @@ class Workload:
     key_dist: str = "uniform"
     time_limit: float = 10.0
     concurrency: int = 8
+    rate: float | None = None  # default total ops/s (None = as fast as possible); --rate overrides
     quiesce: float = 1.0
     checkers: tuple[str, ...] = ("versions", "staleness", "session", "durability", "convergence", "perf")
     checker_opts: dict[str, Any] = field(default_factory=dict)
