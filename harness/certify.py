@@ -1,0 +1,396 @@
+"""Certification and comparison: a strategy's fitness on one page, with the evidence one click away.
+
+Why: a team adopting a caching strategy wants to know which guarantees it keeps under which
+faults, not to read eight reports. ``certify`` runs the strategy through every workload that
+serves it, under each fault plan, on one shared embedded cluster, and writes
+``reports/certify/<strategy>/<timestamp>/index.html`` (a matrix guarantees x fault plans, each cell
+linking to its run's report.html) and ``certificate.json``. ``compare`` runs several strategies on
+one workload and puts them side by side (guarantees and key figures).
+
+Checker results map onto guarantees in ``guarantees_of``: by checker name, by sub-results when a
+checker reports them (the session checker's read-your-writes / monotonic-reads), else by anomaly
+types. A guarantee whose checker did not run is "n/a", never "pass".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import exitcodes, store
+from harness.report import html as H
+from harness.report.html import esc
+
+# (id, title, checker, sub-result field names, anomaly types that break it)
+GUARANTEES: list[tuple[str, str, str, tuple[str, ...], tuple[str, ...]]] = [
+    ("linearizable", "linearizable", "linearizable", (), ()),
+    ("bounded-staleness", "bounded staleness", "staleness", (), ()),
+    ("read-your-writes", "read-your-writes", "session",
+     ("read_your_writes", "read-your-writes", "ryw"), ("read-your-writes", "ryw", "stale-own-write")),
+    ("monotonic-reads", "monotonic reads", "session",
+     ("monotonic_reads", "monotonic-reads", "monotonic"), ("non-monotonic-read", "monotonic-reads")),
+    ("committed-reads", "only committed values read", "versions", (), ()),
+    ("no-lost-writes", "no lost writes", "durability", (), ()),
+    ("no-torn-reads", "no torn reads", "integrity", (), ()),
+    ("herd-bound", "herd bound", "herd", (), ()),
+    ("convergence", "convergence", "convergence", (), ()),
+]
+STATUS_OF = {True: "pass", False: "fail"}
+CELL_TEXT = {"pass": "pass", "fail": "FAIL", "unknown": "?", "n/a": "–"}
+
+
+def guarantees_of(results: dict[str, Any], bound_ms: float | None = None) -> dict[str, dict[str, str]]:
+    """Map a run's checker results onto the guarantees; each {status: pass|fail|unknown|n/a, detail}."""
+    checkers = results.get("checkers") or {}
+    out: dict[str, dict[str, str]] = {}
+    for gid, _title, checker, subs, types in GUARANTEES:
+        r = checkers.get(checker)
+        if not isinstance(r, dict):
+            out[gid] = {"status": "n/a", "detail": f"checker {checker} did not run"}
+            continue
+        valid = r.get("valid")
+        anomalies = [a for a in r.get("anomalies") or [] if isinstance(a, dict)]
+        status = STATUS_OF.get(valid, "unknown")  # type: ignore[arg-type]
+        mine = anomalies
+        if subs or types:
+            sub = next((r[s] for s in subs if s in r), None)
+            if isinstance(sub, dict) and "valid" in sub:
+                status = STATUS_OF.get(sub["valid"], "unknown")
+            elif isinstance(sub, bool):
+                status = STATUS_OF[sub]
+            else:
+                mine = [a for a in anomalies if str(a.get("type", "")).lower() in types]
+                if mine:
+                    status = "fail"
+                elif valid is False:
+                    status = "pass" if anomalies else "unknown"
+            if sub is not None:
+                mine = [a for a in anomalies if str(a.get("type", "")).lower() in types] or (
+                    anomalies if status == "fail" else [])
+        detail = _detail(gid, r, mine, bound_ms)
+        out[gid] = {"status": status, "detail": detail}
+    return out
+
+
+def _detail(gid: str, r: dict[str, Any], anomalies: list[dict[str, Any]], bound_ms: float | None) -> str:
+    parts = []
+    if gid == "bounded-staleness":
+        b = r.get("bound_ms", bound_ms)
+        if b is not None:
+            parts.append(f"bound {b:g} ms" if isinstance(b, (int, float)) else f"bound {b}")
+        for k in ("max_staleness_ms", "max_ms", "max_stale_ms", "worst_ms"):
+            if isinstance(r.get(k), (int, float)):
+                parts.append(f"worst {r[k]:.4g} ms")
+                break
+    if anomalies:
+        parts.append(f"{len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}: "
+                     f"{anomalies[0].get('explanation') or anomalies[0].get('type')}")
+    if r.get("error"):
+        parts.append(f"error: {r['error']}")
+    return "; ".join(parts)[:400]
+
+
+@dataclass
+class Cell:
+    workload: str
+    plan: str
+    strategy: str
+    run_dir: str | None = None
+    valid: Any = "unknown"
+    exit_code: int = exitcodes.UNKNOWN
+    error: str | None = None
+    guarantees: dict[str, dict[str, str]] = field(default_factory=dict)
+    seed: int | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Plan:
+    """What to run: (workload, plan) pairs for one or several strategies, with shared options."""
+
+    strategies: list[str]
+    pairs: list[tuple[str, str]]
+    time_limit: float | None = None
+    concurrency: int | None = None
+    nodes: int = 1
+    seed: int | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    reports: str | None = None
+    quiesce: float | None = None
+
+
+def resolve(strategy_names: list[str], workload_names: list[str] | None, faults: list[str] | None,
+            **opts: Any) -> Plan:
+    """Which workloads and fault plans apply. Raises UsageError for what cannot be run."""
+    import strategies as S
+    import workloads as W
+    from harness.exitcodes import UsageError
+
+    names: list[str] = []
+    for s in strategy_names:
+        try:
+            cls = S.load(s)
+        except LookupError as e:
+            raise UsageError(str(e)) from None
+        names.append(S.name_of(cls, s))
+    if workload_names:
+        wls = []
+        for w in workload_names:
+            try:
+                wls.append(W.load(w))
+            except LookupError as e:
+                raise UsageError(str(e)) from None
+    else:
+        wls = []
+        for n in sorted(W.REGISTRY):
+            try:
+                wl = W.load(n)
+            except LookupError:
+                continue
+            if any(s in wl.strategies for s in names):
+                wls.append(wl)
+        if not wls:
+            raise UsageError(f"no workload serves {', '.join(names)}; name one with --workloads")
+    pairs = []
+    for wl in wls:
+        plans = list(wl.plans) if not faults else [p for p in faults if p in wl.plans or "@" in p or p == "random"]
+        pairs += [(wl.name, p) for p in plans]
+    if not pairs:
+        raise UsageError(f"none of the fault plans {faults} exists in workloads {[w.name for w in wls]}")
+    return Plan(names, pairs, **opts)
+
+
+def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None) -> list[Cell]:
+    """Run every (strategy, workload, plan) on one shared cluster; never raises for a single run."""
+    import workloads as W
+    from harness.cluster import ALL_SERVICES, Cluster
+    from harness.runner import ConfigError, Run, RunConfig, prepare
+
+    services: set[str] = set()
+    for wname, _ in plan.pairs:
+        services |= set(W.load(wname).services)
+    own = cluster is None
+    cells: list[Cell] = []
+    if own:
+        cluster = Cluster(services=tuple(s for s in ALL_SERVICES if s in services),
+                          name=f"certify-{os.getpid()}")
+        log(f"starting services: {', '.join(sorted(services))}")
+        cluster.up()
+    try:
+        total = len(plan.pairs) * len(plan.strategies)
+        n = 0
+        for strategy in plan.strategies:
+            for wname, pname in plan.pairs:
+                n += 1
+                cell = Cell(wname, pname, strategy)
+                cells.append(cell)
+                cfg = RunConfig(workload=wname, strategy=strategy, params=dict(plan.params), faults=pname,
+                                time_limit=plan.time_limit, concurrency=plan.concurrency, nodes=plan.nodes,
+                                seed=plan.seed, reports=plan.reports, quiesce=plan.quiesce,
+                                command=["cachecert", "run", wname, "-s", strategy, "-f", pname])
+                try:
+                    prepared = prepare(cfg)
+                except ConfigError as e:
+                    cell.error, cell.valid, cell.exit_code = str(e), "unknown", exitcodes.USAGE
+                    log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: cannot run: {e}")
+                    continue
+                cell.seed = cfg.seed
+                run = Run(prepared, cluster=cluster, progress=False)
+                cell.run_dir = str(run.dir)
+                t0 = time.monotonic()
+                try:
+                    results = run.execute()
+                except Exception as e:  # noqa: BLE001 - one broken run must not stop the certification
+                    cell.error = f"{type(e).__name__}: {e}"
+                    results = store.read_json(run.dir / "results.json") if (run.dir / "results.json").exists() \
+                        else {}
+                    cell.exit_code = exitcodes.HARNESS
+                else:
+                    cell.exit_code = int(results.get("exit_code", exitcodes.for_verdict(results.get("valid"))))
+                cell.valid = results.get("valid", "unknown")
+                cell.guarantees = guarantees_of(results, _bound(prepared.workload, cfg))
+                cell.figures = run_figures(run.dir, results)
+                log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: {H.verdict_word(cell.valid)} "
+                    f"({time.monotonic() - t0:.1f} s) {run.dir}")
+    finally:
+        if own:
+            cluster.down()
+            cluster.remove()
+    return cells
+
+
+def _bound(wl: Any, cfg: Any) -> float | None:
+    b = (cfg.checker_opts.get("staleness") or {}).get("bound_ms")
+    return b if b is not None else (wl.checker_opts.get("staleness") or {}).get("bound_ms")
+
+
+def run_figures(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """A few comparable numbers per run, from its history (throughput, hit rate, latency, staleness)."""
+    import numpy as np
+
+    from harness.report import figures as F
+    from harness.report.data import load
+
+    out: dict[str, Any] = {}
+    try:
+        d = load(Path(run_dir) / "history.jsonl")
+    except (OSError, ValueError):
+        return out
+    if not d.n:
+        return out
+    span = d.phases.get("heal", d.t_end) - d.phases.get("load", 0.0)
+    ok = d.type == 0
+    out["ok ops/s"] = round(float((ok & ~d.final).sum() / max(span, 1e-9)), 1)
+    out["fail+info"] = int((~ok).sum())
+    rep = (d.hit >= 0) & ok
+    if rep.any():
+        out["hit rate %"] = round(100 * float((d.hit[rep] == 1).mean()), 1)
+    lat = d.latency() * 1e3
+    if "read" in d.f_names:
+        sel = ok & (d.f == d.f_names.index("read"))
+        if sel.any():
+            out["read p50 ms"], out["read p99 ms"] = (round(float(x), 3) for x in np.percentile(lat[sel], [50, 99]))
+    st = F.compute_staleness(d)
+    out["stale reads"] = st.stale
+    if len(st.ages_ms):
+        out["max staleness ms"] = round(float(st.ages_ms.max()), 1)
+    return out
+
+
+def merged_exit(cells: list[Cell]) -> int:
+    if any(c.valid is False for c in cells):
+        return exitcodes.INVALID
+    if any(c.exit_code == exitcodes.HARNESS for c in cells):
+        return exitcodes.HARNESS
+    if not cells or any(c.valid is not True for c in cells):
+        return exitcodes.UNKNOWN
+    return exitcodes.VALID
+
+
+def merged_valid(cells: list[Cell]) -> Any:
+    from harness.runner import merge_verdicts
+
+    return merge_verdicts(c.valid for c in cells)
+
+
+# -- pages -------------------------------------------------------------------------------------
+def _cell_html(c: Cell, gid: str | None, index_dir: Path) -> str:
+    if gid is None:
+        status = {True: "pass", False: "fail"}.get(c.valid, "unknown")
+        text, detail = H.verdict_word(c.valid), c.error or f"exit code {c.exit_code}"
+    else:
+        g = c.guarantees.get(gid) or {"status": "n/a", "detail": c.error or "not run"}
+        status, detail = g["status"], g["detail"]
+        text = CELL_TEXT[status]
+    cls = {"pass": "c-pass", "fail": "c-fail", "unknown": "c-unknown", "n/a": "c-na"}[status]
+    inner = esc(text)
+    if c.run_dir and (Path(c.run_dir) / "report.html").exists():
+        href = os.path.relpath(Path(c.run_dir) / "report.html", index_dir)
+        inner = f'<a href="{esc(href)}">{inner}</a>'
+    return f'<td class="{cls}" data-status="{status}" title="{esc(detail)}">{inner}</td>'
+
+
+def guarantee_summary(cells: list[Cell]) -> dict[str, dict[str, Any]]:
+    """Per guarantee: holds (every run that checked it passed), violated (under which), or unknown."""
+    out: dict[str, dict[str, Any]] = {}
+    for gid, *_ in GUARANTEES:
+        st = [(c, (c.guarantees.get(gid) or {}).get("status", "n/a")) for c in cells]
+        checked = [(c, s) for c, s in st if s != "n/a"]
+        fails = [f"{c.workload}/{c.plan}" for c, s in checked if s == "fail"]
+        unknown = [f"{c.workload}/{c.plan}" for c, s in checked if s == "unknown"]
+        verdict = "not checked" if not checked else "violated" if fails else "unknown" if unknown else "holds"
+        out[gid] = {"verdict": verdict, "violated_under": fails, "unknown_under": unknown,
+                    "checked_runs": len(checked)}
+    return out
+
+
+def write_certificate(strategy: str, cells: list[Cell], out_dir: Path, plan: Plan) -> Path:
+    summary = guarantee_summary(cells)
+    valid = merged_valid(cells)
+    cert = {"strategy": strategy, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "valid": valid,
+            "exit_code": merged_exit(cells), "params": plan.params, "time_limit": plan.time_limit,
+            "guarantees": summary, "runs": [c.to_dict() for c in cells]}
+    store.write_json(out_dir / "certificate.json", cert)
+    titles = {g[0]: g[1] for g in GUARANTEES}
+    body = [f'<!-- cachecert-certificate --><div class="banner v-{H.verdict_class(valid)}" id="verdict" '
+            f'data-verdict="{H.verdict_class(valid)}">{esc(strategy)}: {H.verdict_word(valid)}'
+            f'<small>certification over {len(cells)} runs · {esc(cert["created"])}</small></div><main>',
+            f"<h1>Certificate: {esc(strategy)}</h1>"]
+    if plan.params:
+        body.append(f"<p>parameters: <code>{esc(json.dumps(plan.params))}</code></p>")
+    body.append('<h2>Guarantees</h2><table id="summary"><tr><th>guarantee</th><th>verdict</th>'
+                '<th>violated under</th></tr>')
+    for gid, s in summary.items():
+        cls = {"holds": "c-pass", "violated": "c-fail", "unknown": "c-unknown"}.get(s["verdict"], "c-na")
+        title = titles[gid]
+        if gid == "bounded-staleness":
+            bounds = {c.guarantees.get(gid, {}).get("detail", "").split(";")[0] for c in cells} - {""}
+            if bounds:
+                title += f" ({', '.join(sorted(bounds))})"
+        body.append(f'<tr><td>{esc(title)}</td><td class="{cls}">{esc(s["verdict"])}</td>'
+                    f'<td>{esc(", ".join(s["violated_under"]) or "–")}</td></tr>')
+    body.append("</table>")
+    body.append(_matrix(cells, out_dir, key=lambda c: c.workload, col=lambda c: c.plan, col_title="fault plan"))
+    body.append(_runs_table(cells))
+    body.append('<p class="note">Each cell links to its run\'s report; hover for the evidence. '
+                '– = the guarantee is not checked by that workload.</p></main>')
+    idx = out_dir / "index.html"
+    idx.write_text(H.page(f"certificate {strategy}", "".join(body)), encoding="utf-8")
+    return idx
+
+
+def _matrix(cells: list[Cell], out_dir: Path, key: Callable[[Cell], str], col: Callable[[Cell], str],
+            col_title: str) -> str:
+    out = []
+    groups: dict[str, list[Cell]] = {}
+    for c in cells:
+        groups.setdefault(key(c), []).append(c)
+    for g, cs in groups.items():
+        out.append(f'<h2>{esc(g)}</h2><table class="matrix" data-group="{esc(g)}"><tr><th>guarantee \\ '
+                   f'{esc(col_title)}</th>' + "".join(f"<th>{esc(col(c))}</th>" for c in cs) + "</tr>")
+        out.append("<tr><th>run verdict</th>" + "".join(_cell_html(c, None, out_dir) for c in cs) + "</tr>")
+        for gid, title, *_ in GUARANTEES:
+            if all((c.guarantees.get(gid) or {}).get("status", "n/a") == "n/a" for c in cs):
+                continue
+            out.append(f"<tr><th>{esc(title)}</th>" + "".join(_cell_html(c, gid, out_dir) for c in cs) + "</tr>")
+        fig_names = list(dict.fromkeys(k for c in cs for k in c.figures))
+        for k in fig_names:
+            out.append(f'<tr><th class="note">{esc(k)}</th>' + "".join(
+                f'<td class="num">{esc(H.fmt(c.figures.get(k)))}</td>' for c in cs) + "</tr>")
+        out.append("</table>")
+    return "".join(out)
+
+
+def _runs_table(cells: list[Cell]) -> str:
+    out = ['<h2>Runs</h2><table id="runs"><tr><th>workload</th><th>strategy</th><th>fault plan</th>'
+           '<th>verdict</th><th>re-run</th></tr>']
+    for c in cells:
+        rerun = f"cachecert rerun {c.run_dir}" if c.run_dir else (c.error or "")
+        out.append(f"<tr><td>{esc(c.workload)}</td><td>{esc(c.strategy)}</td><td>{esc(c.plan)}</td>"
+                   f"<td>{H.tag(c.valid, H.verdict_word(c.valid))}</td><td><code>{esc(rerun)}</code></td></tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def write_compare(workload: str, cells: list[Cell], out_dir: Path) -> Path:
+    valid = merged_valid(cells)
+    store.write_json(out_dir / "compare.json", {"workload": workload, "runs": [c.to_dict() for c in cells]})
+    body = [f'<!-- cachecert-compare --><div class="banner v-{H.verdict_class(valid)}" id="verdict" '
+            f'data-verdict="{H.verdict_class(valid)}">{esc(workload)}: '
+            f'{esc(", ".join(dict.fromkeys(c.strategy for c in cells)))}'
+            f'<small>side by side over {len(cells)} runs</small></div><main>',
+            f"<h1>Compare strategies on {esc(workload)}</h1>",
+            _matrix(cells, out_dir, key=lambda c: f"fault plan: {c.plan}", col=lambda c: c.strategy,
+                    col_title="strategy"),
+            _runs_table(cells), "</main>"]
+    idx = out_dir / "index.html"
+    idx.write_text(H.page(f"compare {workload}", "".join(body)), encoding="utf-8")
+    return idx

@@ -1,0 +1,241 @@
+"""Reports, JUnit, certification (issue 7): rendered from real runs on the embedded cluster and from
+a huge synthetic history; assertions read the content (verdict, explanations, fault bands)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from harness import certify as C
+from harness.cli import main as cli_main
+from harness.cluster import Cluster
+from harness.history import load_history
+from harness.junit import to_xml, write_junit
+from harness.report import render
+from harness.report.synthetic import write_synthetic
+from harness.runner import Run, RunConfig, prepare
+
+try:
+    import checkers  # noqa: F401
+
+    HAVE_CHECKERS = hasattr(checkers, "run_checkers")
+except ImportError:
+    HAVE_CHECKERS = False
+
+
+def _run(cluster: Cluster, tmp_path: Path, **kw) -> dict:
+    cfg = RunConfig(reports=str(tmp_path), quiesce=kw.pop("quiesce", 0.2), **kw)
+    return Run(prepare(cfg), cluster=cluster, progress=False).execute()
+
+
+def _self_contained(html: str) -> None:
+    assert "<script" not in html
+    assert not re.search(r'(src|href)="(https?:)?//', html), "the report must not load anything remote"
+    imgs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert imgs and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in imgs)
+
+
+def _inject_anomaly(run_dir: Path) -> dict:
+    """A failing verdict with a known anomaly on real ops of the run: a read of a key and the write
+    of that key that completed before it (used when the shared checkers are not installed or find
+    nothing in this short run)."""
+    res = json.loads((run_dir / "results.json").read_text())
+    if res.get("valid") is False:
+        return res
+    hist = load_history(run_dir / "history.jsonl")
+    writes = {}
+    for o in hist:
+        if o["process"] != "nemesis" and o["type"] == "ok" and o["f"] == "write":
+            writes.setdefault(o["key"], o)
+    read = next(o for o in hist if o["process"] != "nemesis" and o["type"] == "ok" and o["f"] == "read"
+                and o["key"] in writes and o["index"] > writes[o["key"]]["index"])
+    w = writes[read["key"]]
+    anomaly = {"type": "stale-read", "key": read["key"], "ops": [w["index"], read["index"]],
+               "explanation": f"INJECTED: read of {read['key']} (op {read['index']}) returned an older "
+                              f"value than the write at op {w['index']} that completed before it began"}
+    res.setdefault("checkers", {})["injected"] = {"valid": False, "anomalies": [anomaly], "stale_reads": 1}
+    res["valid"], res["exit_code"] = False, 1
+    (run_dir / "results.json").write_text(json.dumps(res))
+    return res
+
+
+# -- real runs -------------------------------------------------------------------------------------
+def test_passing_run_renders_report(cluster: Cluster, tmp_path: Path) -> None:
+    res = _run(cluster, tmp_path, workload="register", strategy="no-cache", time_limit=1.5, concurrency=4,
+               seed=3, faults="none")
+    run_dir = Path(res["run_dir"])
+    html = (run_dir / "report.html").read_text()  # rendered by the run engine itself
+    if HAVE_CHECKERS:
+        assert res["valid"] is True, res["checkers"]
+    word = {True: "VALID", False: "INVALID"}.get(res["valid"], "UNKNOWN")
+    cls = {True: "valid", False: "invalid"}.get(res["valid"], "unknown")
+    assert f'id="verdict" data-verdict="{cls}">{word}<small>' in html
+    assert f"cachecert rerun {run_dir}" in html
+    assert "No faults were injected" in html
+    for name in res.get("checkers", {}):
+        assert f'id="checker-{name}"' in html
+    _self_contained(html)
+    for png in ("latency.png", "rates.png", "staleness.png"):
+        assert (run_dir / png).read_bytes()[:4] == b"\x89PNG"
+    assert "0 stale of" in html  # no-cache never reads a stale value
+
+
+@pytest.fixture(scope="module")
+def failing_run(session_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("failing")
+    session_cluster.toxiproxy.reset()
+    res = _run(session_cluster, tmp, workload="register", strategy="cache-aside", time_limit=3.0,
+               concurrency=6, seed=11, faults="latency:redis:ms=120@0.8+1.2")
+    run_dir = Path(res["run_dir"])
+    _inject_anomaly(run_dir)
+    render(run_dir)
+    return run_dir
+
+
+def test_failing_run_report_shows_anomaly_and_fault(failing_run: Path) -> None:
+    html = (failing_run / "report.html").read_text()
+    res = json.loads((failing_run / "results.json").read_text())
+    assert 'data-verdict="invalid">INVALID' in html
+    failed = [n for n, r in res["checkers"].items() if r.get("valid") is False]
+    first = next(a for n in failed for a in res["checkers"][n].get("anomalies", []))
+    assert first["explanation"].replace("'", "&#x27;").replace('"', "&quot;") in html
+    assert 'id="anomaly-1"' in html and 'alt="anomaly 1 timeline"' in html
+    assert (failing_run / "anomaly-1.png").exists()
+    for i in first["ops"]:  # the ops table lists the ops of the anomaly
+        assert re.search(rf'<td class="num">(\d+/)?{i}(/\d+)?</td>', html), i
+    # the fault window: its label (the nemesis op's name) in a band marker, and the probe verdict
+    nem = [o for o in load_history(failing_run / "history.jsonl") if o["f"] == "start"]
+    name = nem[0]["value"]["name"]
+    assert f'class="fault-band" data-fault="{name}"' in html
+    assert nem[0]["value"]["color"] in html
+    _self_contained(html)
+
+
+def test_cli_report_and_ls(failing_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (failing_run / "report.html").unlink()
+    assert cli_main(["report", str(failing_run)]) == 0
+    assert "INVALID" in capsys.readouterr().out
+    assert "INVALID" in (failing_run / "report.html").read_text()
+    root = failing_run.parents[2]
+    assert cli_main(["ls", "--reports", str(root), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    row = next(r for r in rows if r["run_dir"] == str(failing_run))
+    assert row["valid"] is False and row["report"] and "latency:redis" in row["faults"]
+    assert cli_main(["ls", "--reports", str(root)]) == 0
+    assert "INVALID" in capsys.readouterr().out
+    assert cli_main(["report", str(root / "nope")]) == 3
+
+
+def test_junit_parses_back(failing_run: Path, tmp_path: Path) -> None:
+    res = json.loads((failing_run / "results.json").read_text())
+    unknown = {"workload": "register", "strategy": "x", "valid": "unknown", "wall_s": 1.0,
+               "checkers": {"linearizable": {"valid": "unknown", "error": "timed out"},
+                            "durability": {"valid": True}}}
+    crashed = {"workload": "register", "strategy": "y", "valid": "unknown", "error": "ServiceError: boom",
+               "checkers": {}}
+    path = write_junit(tmp_path / "out" / "junit.xml", [res, unknown, crashed], ["a", None, None])
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["a", "register/x", "register/y"]
+    s0 = suites[0]
+    cases = s0.findall("testcase")
+    assert {c.get("name") for c in cases} == set(res["checkers"])
+    failures = [c for c in cases if c.find("failure") is not None]
+    assert int(s0.get("failures")) == len(failures) >= 1
+    assert int(s0.get("tests")) == len(cases)
+    f = failures[0].find("failure")
+    assert f.get("message") and f.text and "anomal" in f.get("message")
+    assert all(c.get("classname") == f"cachecert.register.{res['strategy']}" for c in cases)
+    props = {p.get("name"): p.get("value") for p in s0.find("properties")}
+    assert props["run_dir"] == str(failing_run) and props["report"].endswith("report.html")
+    s1 = suites[1]
+    assert s1.get("errors") == "1" and s1.get("failures") == "0" and s1.get("tests") == "2"
+    assert s1.find("testcase[@name='linearizable']/error").get("type") == "unknown"
+    assert suites[2].find("testcase[@name='harness']/error") is not None
+    assert int(root.get("tests")) == sum(int(s.get("tests")) for s in suites)
+    assert int(root.get("failures")) == len(failures)
+    ET.fromstring(to_xml([{"workload": "w", "strategy": "s", "valid": False, "checkers": {
+        "c": {"valid": False, "anomalies": [{"type": "t", "explanation": "bad \x01 char <&>"}]}}}]))
+
+
+# -- huge history ------------------------------------------------------------------------------------
+def test_huge_synthetic_history_renders(tmp_path: Path) -> None:
+    facts = write_synthetic(tmp_path / "history.jsonl", 200_000, seed=1)
+    (tmp_path / "results.json").write_text(json.dumps({
+        "workload": "register", "strategy": "cache-aside", "valid": False, "exit_code": 1,
+        "counts": {"ok": 1}, "checkers": {"staleness": {"valid": False, "bound_ms": 1000, "anomalies": [
+            {"type": "stale-read", "key": "k3", "ops": [2, 3, 1000, 1001], "explanation": "SYNTHETIC explanation"}]}}}))
+    (tmp_path / "config.json").write_text(json.dumps({"config": {"workload": "register"},
+                                                      "command": ["cachecert", "run", "register"]}))
+    out = render(tmp_path)
+    html = out.read_text()
+    assert "huge history (200,008 records)" in html
+    assert re.search(r"latency: [\d,]+ of 100,000 ops drawn", html)
+    assert f'data-fault="{facts["fault"]}"' in html
+    assert "SYNTHETIC explanation" in html and 'data-verdict="invalid"' in html
+    m = re.search(r"([\d,]+) stale of ([\d,]+) versioned reads", html)
+    assert m and int(m.group(2).replace(",", "")) > 50_000
+    assert len(html) < 3_000_000  # sampled: the page stays small
+
+
+# -- guarantees and certification --------------------------------------------------------------------
+def test_guarantee_mapping() -> None:
+    res = {"checkers": {
+        "linearizable": {"valid": False, "anomalies": [{"type": "stale-read", "explanation": "x"}]},
+        "staleness": {"valid": True, "bound_ms": 500, "max_staleness_ms": 12.0},
+        "session": {"valid": False, "anomalies": [{"type": "non-monotonic-read", "explanation": "went back"}]},
+        "durability": {"valid": "unknown", "error": "timeout"}}}
+    g = C.guarantees_of(res)
+    assert g["linearizable"]["status"] == "fail" and "1 anomaly" in g["linearizable"]["detail"]
+    assert g["bounded-staleness"]["status"] == "pass" and "bound 500 ms" in g["bounded-staleness"]["detail"]
+    assert g["monotonic-reads"]["status"] == "fail" and "went back" in g["monotonic-reads"]["detail"]
+    assert g["read-your-writes"]["status"] == "pass"
+    assert g["no-lost-writes"]["status"] == "unknown"
+    assert g["no-torn-reads"]["status"] == "n/a" and g["herd-bound"]["status"] == "n/a"
+    # sub-results, when the session checker reports them, win over anomaly types
+    res2 = {"checkers": {"session": {"valid": False, "read_your_writes": {"valid": False},
+                                     "monotonic_reads": {"valid": True}, "anomalies": [{"type": "x"}]}}}
+    g2 = C.guarantees_of(res2)
+    assert g2["read-your-writes"]["status"] == "fail" and g2["monotonic-reads"]["status"] == "pass"
+
+
+def test_certify_matrix_links_every_run(cluster: Cluster, tmp_path: Path) -> None:
+    plan = C.resolve(["cache-aside"], ["register"], ["none", "redis-latency"], time_limit=1.5,
+                     concurrency=4, seed=5, reports=str(tmp_path), quiesce=0.2)
+    assert plan.pairs == [("register", "none"), ("register", "redis-latency")]
+    cells = C.execute(plan, log=lambda m: None, cluster=cluster)
+    out = tmp_path / "certify" / "cache-aside" / "t"
+    out.mkdir(parents=True)
+    idx = C.write_certificate("cache-aside", cells, out, plan)
+    html = idx.read_text()
+    links = re.findall(r'<a href="([^"]+)">', html)
+    assert len(links) >= 2
+    for link in set(links):
+        assert (out / link).resolve().exists(), link
+    for c in cells:
+        assert c.run_dir and (Path(c.run_dir) / "report.html").exists()
+        assert c.figures["ok ops/s"] > 0
+    cert = json.loads((out / "certificate.json").read_text())
+    assert cert["strategy"] == "cache-aside" and len(cert["runs"]) == 2
+    assert set(cert["guarantees"]) == {g[0] for g in C.GUARANTEES}
+    assert cert["exit_code"] == C.merged_exit(cells)
+    assert [r["plan"] for r in cert["runs"]] == ["none", "redis-latency"]
+    assert 'class="matrix"' in html and "redis-latency" in html
+    _self_contained_page(html)
+    if HAVE_CHECKERS:
+        assert any(cell["guarantees"]["linearizable"]["status"] != "n/a" for cell in cert["runs"])
+
+
+def _self_contained_page(html: str) -> None:
+    assert "<script" not in html and not re.search(r'(src|href)="(https?:)?//', html)
+
+
+def test_certify_cli_rejects_unknown_strategy(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["certify", "no-such-strategy", "--time-limit", "1"]) == 3
+    assert "unknown strategy" in capsys.readouterr().err
