@@ -83,6 +83,13 @@ def test_passing_run_renders_report(cluster: Cluster, tmp_path: Path) -> None:
     for png in ("latency.png", "rates.png", "staleness.png"):
         assert (run_dir / png).read_bytes()[:4] == b"\x89PNG"
     assert "0 stale of" in html  # no-cache never reads a stale value
+    # results.json carries every field docs/results-schema.md documents as always present
+    stored = json.loads((run_dir / "results.json").read_text())
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "results-schema.md").read_text()
+    top = doc.split("## Top level")[1].split("##")[0]
+    required = re.findall(r"^\| `(\w+)` \| (?!.*optional)", top, re.M)
+    assert len(required) >= 10 and set(required) <= set(stored), set(required) - set(stored)
+    assert stored["exit_code"] in (0, 1, 2) and stored["valid"] in (True, False, "unknown")
 
 
 @pytest.fixture(scope="module")
