@@ -123,6 +123,10 @@ def prepare(cfg: RunConfig) -> Prepared:
     if any(s.fault.kind == "crash-node" and int(s.fault.target) >= cfg.nodes for s in schedule
            if s.fault.target.isdigit()):
         raise ConfigError(f"a crash-node fault names a node this run does not have (nodes: {cfg.nodes})")
+    for s in schedule:
+        if s.fault.kind == "step" and s.fault.target not in wl.steps:
+            raise ConfigError(f"step:{s.fault.target}: workload {wl.name} has no such step "
+                              f"(valid: {', '.join(wl.steps) or 'none'})")
     return Prepared(cfg, wl, cls, name, schedule, gen, services)
 
 
@@ -298,7 +302,7 @@ class Run:
         self.history = HistoryWriter(self.dir / "history.jsonl")
         self._phase("setup")
         self.nodes = NodePool(lambda: strategies.build(self.p.strategy_cls, cfg.params), self._env, cfg.nodes)
-        ctx = FaultContext(self.cluster, self.nodes)
+        ctx = FaultContext(self.cluster, self.nodes, self.p.workload)
         self.nemesis = Nemesis(self.p.schedule, ctx, self.history)
         self._phase("load")
         t0 = time.monotonic()

@@ -66,6 +66,8 @@ class Workload:
     plans: dict[str, str] = field(default_factory=lambda: {"none": ""})
     default_plan: str = "none"
     fault_menu: list[str] = field(default_factory=list)
+    # scenario events the nemesis plays as ``step:NAME@AT+DUR`` faults: name -> fn(FaultContext, "start"|"stop")
+    steps: dict[str, Callable[[Any, str], str | None]] = field(default_factory=dict)
     setup: Callable[[Direct], None] = setup_kv
     invoke: Callable[[Any, dict[str, Any]], dict[str, Any]] = invoke_register
     final_read: Callable[[Direct, str], dict[str, Any]] = final_kv

@@ -24,11 +24,12 @@ from harness.faults.base import BaseFault, Fault, FaultContext, FaultError
 from harness.faults.node import CrashNode
 from harness.faults.process import Kill, Pause, Restart
 from harness.faults.proxy import Partition, ProxyDown, ToxicFault
+from harness.faults.step import Step
 from harness.toxiproxy import TOXIC_TYPES
 
 PROXY_KINDS = (*TOXIC_TYPES, "down", "partition")
 SERVICE_KINDS = ("kill", "pause", "restart")
-KINDS = (*PROXY_KINDS, *SERVICE_KINDS, "crash-node")
+KINDS = (*PROXY_KINDS, *SERVICE_KINDS, "crash-node", "step")  # step: a workload hook (harness/faults/step.py)
 
 
 def make_fault(kind: str, target: str, params: dict[str, Any] | None = None,
@@ -37,14 +38,14 @@ def make_fault(kind: str, target: str, params: dict[str, Any] | None = None,
     if kind not in KINDS:
         raise FaultError(f"unknown fault {kind!r} (valid: {', '.join(KINDS)})")
     # a target is a service's proxy, or an extra link proxy to it named SERVICE.SUFFIX (Cluster.add_proxy)
-    if kind != "crash-node" and services is not None and target.partition(".")[0] not in services:
+    if kind not in ("crash-node", "step") and services is not None and target.partition(".")[0] not in services:
         raise FaultError(f"{kind}: unknown target {target!r} (this run's services: {', '.join(services)})")
     if kind in TOXIC_TYPES:
         return ToxicFault(kind, target, params)
     if params:
         raise FaultError(f"{kind} takes no parameters, got {', '.join(params)}")
     cls = {"down": ProxyDown, "partition": Partition, "kill": Kill, "pause": Pause, "restart": Restart,
-           "crash-node": CrashNode}[kind]
+           "crash-node": CrashNode, "step": Step}[kind]
     return cls(kind=kind, target=target)
 
 

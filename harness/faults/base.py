@@ -14,7 +14,7 @@ PALETTE = {
     "latency": "#f2b134", "bandwidth": "#e8a0bf", "slow_close": "#c9a0e8", "timeout": "#e86f5b",
     "partition": "#c0392b", "reset_peer": "#d35400", "slicer": "#b0c4de", "limit_data": "#a3d9a5",
     "down": "#7f8c8d", "kill": "#34495e", "pause": "#8e44ad", "restart": "#16a085",
-    "crash-node": "#2c3e50",
+    "crash-node": "#2c3e50", "step": "#2980b9",
 }
 
 
@@ -28,6 +28,7 @@ class FaultContext:
 
     cluster: Any
     nodes: Any = None  # harness.nodes.NodePool
+    workload: Any = None  # workloads.base.Workload, for ``step`` faults (workload hooks)
 
 
 class Fault(Protocol):
