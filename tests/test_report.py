@@ -246,3 +246,13 @@ def _self_contained_page(html: str) -> None:
 def test_certify_cli_rejects_unknown_strategy(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["certify", "no-such-strategy", "--time-limit", "1"]) == 3
     assert "unknown strategy" in capsys.readouterr().err
+
+
+def test_render_failure_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from harness.runner import render_report
+
+    (tmp_path / "results.json").write_text(json.dumps({"valid": True, "exit_code": 0}))
+    (tmp_path / "history.jsonl").mkdir()  # unreadable as a file: rendering fails
+    render_report(tmp_path)
+    assert "report rendering failed" in caplog.text
+    assert json.loads((tmp_path / "results.json").read_text())["exit_code"] == 0
