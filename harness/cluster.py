@@ -12,6 +12,8 @@ a run that was itself killed.
 
 from __future__ import annotations
 
+import fcntl
+import itertools
 import json
 import os
 import shutil
@@ -29,6 +31,7 @@ from harness.toxiproxy import Toxiproxy
 
 ALL_SERVICES = ("redis", "postgres", "kafka")
 _PROXY_LOCK = threading.Lock()
+_SEQ = itertools.count(1)  # default ids stay unique for clusters started in the same second
 
 
 class ClusterError(RuntimeError):
@@ -55,12 +58,13 @@ class Cluster:
     proxies: dict[str, int] = field(init=False, default_factory=dict)
     toxiproxy_service: ToxiproxyService | None = field(init=False, default=None)
     timings: dict[str, float] = field(init=False, default_factory=dict)
+    _claimed: bool = field(init=False, default=False)  # this object owns self.dir (may remove it)
 
     def __post_init__(self) -> None:
         unknown = set(self.services) - set(ALL_SERVICES)
         if unknown:
             raise ClusterError(f"unknown service {sorted(unknown)[0]!r} (valid: {', '.join(ALL_SERVICES)})")
-        self.id = self.name or f"c{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        self.id = self.name or f"c{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{next(_SEQ)}"
         self.dir = clusters_dir(self.state) / self.id
 
     # -- ports ------------------------------------------------------------------------------
@@ -80,14 +84,8 @@ class Cluster:
 
     # -- lifecycle --------------------------------------------------------------------------
     def up(self) -> Cluster:
-        if self.dir.exists() and (self.dir / "cluster.json").exists():
-            rec = read_record(self.dir)
-            if rec and cluster_alive(rec):
-                raise ClusterError(f"cluster {self.id!r} is already running; run `cachecert down` first")
-            reap_cluster(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.dir.chmod(0o755)
         t0 = time.monotonic()
+        self._claim()
         try:
             self._up()
         except BaseException:
@@ -95,6 +93,29 @@ class Cluster:
             raise
         self.timings["total"] = time.monotonic() - t0
         return self
+
+    def _claim(self) -> None:
+        """Take this cluster's directory, or refuse if a live cluster (or a live run starting it)
+        has it. A dead leftover of the same name (a killed run) is reaped and wiped: every up starts
+        fresh, so a stale pidfile or postmaster.pid of a crashed run cannot block it. The check and
+        the first record are written under a lock, so two concurrent `up`s cannot both win."""
+        root = clusters_dir(self.state)
+        root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            rec = read_record(self.dir) if self.dir.exists() else None
+            if rec is not None:
+                if cluster_alive(rec) or (owner_alive(rec) and not rec.get("stopped")):
+                    raise ClusterError(f"cluster {self.id!r} is already running; run `cachecert down` first")
+                reap_cluster(self.dir)
+                shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.dir.chmod(0o755)
+            self._claimed = True
+            self._write_record()
+        finally:
+            os.close(fd)  # releases the lock
 
     def _up(self) -> None:
         # ports: toxiproxy api, per service (direct, proxy), kafka internal + controller
@@ -111,8 +132,12 @@ class Cluster:
                 k = KafkaService(self.dir, direct[s], next(ports), next(ports))
                 k.advertised_port = self.proxies[s]
                 self.svc[s] = k
+        everything = [self.toxiproxy_service, *self.svc.values()]
+        for svc in everything:  # a missing binary or jar fails here, before anything is spawned
+            svc.command()
         self._write_record()
         errors: list[BaseException] = []
+        cancel = threading.Event()
 
         def start(svc: Service) -> None:
             t = time.monotonic()
@@ -121,15 +146,26 @@ class Cluster:
                 self.timings[svc.name] = time.monotonic() - t
             except BaseException as e:  # noqa: BLE001 - reported below, first one wins
                 errors.append(e)
+                cancel.set()  # no point waiting for the others (Kafka takes seconds)
 
-        threads = [threading.Thread(target=start, args=(s,), daemon=True)
-                   for s in [self.toxiproxy_service, *self.svc.values()]]
+        threads = [threading.Thread(target=start, args=(s,), daemon=True) for s in everything]
+        for svc in everything:
+            svc.cancel = cancel
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException:
+            # Ctrl-C / SIGTERM while services start: make every start thread stop spawning and
+            # waiting, and wait for them, so the teardown that follows sees every process.
+            cancel.set()
+            for t in threads:
+                t.join()
+            raise
         if errors:
-            raise errors[0]
+            real = [e for e in errors if "start cancelled" not in str(e)]
+            raise (real or errors)[0]
         tp = self.toxiproxy
         for s, port in self.proxies.items():
             tp.create_proxy(s, f"127.0.0.1:{port}", self.svc[s].endpoint)
@@ -159,8 +195,11 @@ class Cluster:
             rec.write_text(json.dumps(data, indent=2))
 
     def remove(self) -> None:
-        """Delete the cluster directory (after ``down``; copy logs out first if you want them)."""
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Delete the cluster directory (after ``down``; copy logs out first if you want them).
+        Does nothing if this object never claimed the directory (e.g. its ``up`` was refused
+        because another live cluster has that name: that one's pidfiles must survive)."""
+        if self._claimed:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Cluster:
         return self.up()

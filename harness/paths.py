@@ -22,8 +22,20 @@ class MissingBinary(RuntimeError):
     """A required program is not installed; the message says how to install it."""
 
 
+def binary_env(name: str) -> str:
+    """The environment variable that overrides where ``name`` is, e.g. CACHECERT_REDIS_SERVER."""
+    return "CACHECERT_" + name.upper().replace("-", "_")
+
+
 def find_binary(name: str, *candidates: str) -> str:
-    """First existing path among ``candidates`` (globs allowed) or on PATH, else MissingBinary."""
+    """``$CACHECERT_<NAME>`` if set, else the first existing path among ``candidates`` (globs
+    allowed) or on PATH, else MissingBinary. The override lets a user point at a binary outside the
+    usual places (and lets tests simulate a missing one)."""
+    override = os.environ.get(binary_env(name))
+    if override:
+        if os.path.isfile(override) and os.access(override, os.X_OK):
+            return override
+        raise MissingBinary(f"{name} not found at {override} (from ${binary_env(name)})")
     for c in candidates:
         for hit in sorted(glob.glob(c), reverse=True):
             if os.access(hit, os.X_OK):

@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -163,6 +164,9 @@ class ProcessService:
         self.pidfile.parent.mkdir(exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self.prepared = False
+        # set by the cluster when a start is abandoned (another service failed, Ctrl-C): a start in
+        # progress stops waiting, kills what it spawned, and one not yet begun spawns nothing
+        self.cancel: threading.Event | None = None
 
     # -- to implement ------------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -191,6 +195,7 @@ class ProcessService:
             self.prepare()
             self.prepared = True
         cmd = self.command()
+        self._check_cancel()
         log = open(self.log_path, "ab")  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(
@@ -211,10 +216,13 @@ class ProcessService:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
+                code = self.proc.returncode
+                self._reap_group()
                 raise ServiceError(
-                    f"{self.name}: exited with code {self.proc.returncode} during start; "
+                    f"{self.name}: exited with code {code} during start; "
                     f"log {self.log_path}:\n{log_tail(self.log_path)}"
                 )
+            self._check_cancel()
             try:
                 if self.healthy():
                     return
@@ -223,8 +231,13 @@ class ProcessService:
             time.sleep(0.05)
         self.kill()
         raise ServiceError(
-            f"{self.name}: not healthy after {timeout:.0f} s; log {self.log_path}:\n{log_tail(self.log_path)}"
+            f"{self.name}: not healthy after {timeout:g} s; log {self.log_path}:\n{log_tail(self.log_path)}"
         )
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            self.kill()
+            raise ServiceError(f"{self.name}: start cancelled")
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -243,7 +256,10 @@ class ProcessService:
             self.proc.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
             self._signal(signal.SIGKILL)
-            self.proc.wait(5)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
         self._reap_group()
 
     def kill(self) -> None:

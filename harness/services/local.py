@@ -37,7 +37,11 @@ class RedisService(ProcessService):
     def healthy(self) -> bool:
         import redis
 
-        return bool(redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5).ping())
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
 
 
 class PostgresService(ProcessService):
