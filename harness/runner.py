@@ -149,8 +149,10 @@ def resolve_faults(cfg: RunConfig, wl: Workload, services: tuple[str, ...]) -> l
 class Run:
     """State of one execution; ``execute`` drives it through every phase."""
 
-    def __init__(self, p: Prepared, cluster: Cluster | None = None, progress: bool | None = None) -> None:
+    def __init__(self, p: Prepared, cluster: Cluster | None = None, progress: bool | None = None,
+                 render: bool = True) -> None:
         self.p = p
+        self.render = render  # False: no report.html (searches run many short runs; render the ones kept)
         self.cfg = p.config
         self.own_cluster = cluster is None
         self.cluster = cluster
@@ -283,7 +285,8 @@ class Run:
             results.setdefault("wall_s", round(time.monotonic() - t_start, 3))
             store.write_json(self.dir / "results.json", results)
             store.link_latest(self.dir)
-            render_report(self.dir)
+            if self.render:
+                render_report(self.dir)
             logging.getLogger("cachecert").removeHandler(handler)
             handler.close()
         return results
