@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -27,22 +28,33 @@ class _Parser(argparse.ArgumentParser):
 
 # -- cluster commands ----------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
-    from harness.cluster import Cluster, list_clusters
+    from harness.cluster import ALL_SERVICES, Cluster, list_clusters
     from harness.lifecycle import graceful_signals
 
     services = tuple(s.strip() for s in args.services.split(",") if s.strip())
-    running = [c for c in list_clusters() if c["running"] and c.get("detached")]
+    bad = [s for s in services if s not in ALL_SERVICES]
+    if bad or not services:
+        raise UsageError(f"unknown service {bad[0]!r} in --services" if bad else "--services is empty"
+                         f" (valid: {', '.join(ALL_SERVICES)})")
+    if args.port_base is not None and not 1024 <= args.port_base <= 65535 - 16:
+        raise UsageError(f"--port-base {args.port_base} is out of range (1024-{65535 - 16})")
+    clusters = list_clusters()
+    running = [c for c in clusters if c["running"] and c.get("detached")]
     if running and not args.name:
         raise UsageError(f"a cluster is already running ({running[0]['id']}); run `cachecert down` first "
                          "or pass --name for a second one")
+    same = [c for c in clusters if c["id"] == (args.name or "default") and c["running"]]
+    if same:
+        raise UsageError(f"cluster {same[0]['id']!r} is already running; run `cachecert down` first "
+                         "or pick another --name")
     cluster = Cluster(services=services, name=args.name or "default", detached=not args.foreground,
                       port_base=args.port_base)
     with graceful_signals():
-        try:
-            cluster.up()
-        except BaseException:
-            cluster.remove()
-            raise
+        if args.foreground:  # Ctrl-C must stop it even if we were started with SIGINT ignored
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        # on failure Cluster.up has already stopped everything it started; its directory (and the
+        # log the error message points at) stays until `cachecert down` or the next `up`
+        cluster.up()
         info = cluster.describe() | {"startup_s": {k: round(v, 3) for k, v in cluster.timings.items()}}
         if args.json:
             print(json.dumps(info, indent=2))
@@ -51,14 +63,18 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"  toxiproxy API  http://{info['toxiproxy']}")
             for s, ep in cluster.endpoints.items():
                 print(f"  {s:<9} proxy  {ep}   (direct {cluster.direct[s]})")
+        sys.stdout.flush()  # a pipe would otherwise hold the endpoints back while we wait
         if args.foreground:
             import time
 
-            print("Ctrl-C to stop", file=sys.stderr)
+            print("Ctrl-C to stop", file=sys.stderr, flush=True)
             try:
                 while True:
                     time.sleep(3600)
             finally:
+                # a second Ctrl-C / SIGTERM must not cut the teardown short and leak processes
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
                 cluster.down()
                 cluster.remove()
     return 0

@@ -63,7 +63,7 @@ class PostgresService(ProcessService):
             for p in path.rglob("*"):
                 shutil.chown(p, self.run_as, self.run_as)
 
-    def _template(self) -> Path:
+    def _template(self) -> Path | None:
         """An initdb'd data directory, made once per PostgreSQL version and copied per cluster."""
         initdb = paths.pg_bin("initdb")
         version = Path(initdb).parents[1].name
@@ -124,6 +124,7 @@ class KafkaService(ProcessService):
 
     name = "kafka"
     start_timeout = 40.0
+    storage_template = True  # copy a cached formatted log dir instead of running StorageTool
 
     def __init__(self, cluster_dir: Path, port: int, internal_port: int, controller_port: int) -> None:
         super().__init__(cluster_dir, port)
@@ -174,12 +175,55 @@ class KafkaService(ProcessService):
         ]))
         if (logs / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        res = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                                        "-c", str(self.config), "--ignore-formatted"),
+        tpl = self._template() if self.storage_template else None
+        if tpl is None:
+            self._format(self.config)
+            return
+        shutil.copytree(tpl, logs)
+        # fresh ids per cluster, as a format would give (the bootstrap checkpoint holds neither)
+        meta = logs / "meta.properties"
+        lines = [f"cluster.id={_kafka_uuid()}" if ln.startswith("cluster.id=") else
+                 f"directory.id={_kafka_uuid()}" if ln.startswith("directory.id=") else ln
+                 for ln in meta.read_text().splitlines()]
+        meta.write_text("\n".join(lines) + "\n")
+
+    def _format(self, config: Path) -> None:
+        res = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", _kafka_uuid(),
+                                        "-c", str(config), "--ignore-formatted"),
                              capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
             raise ServiceError(f"kafka: storage format failed: {(res.stderr or res.stdout).strip()[-400:]}")
+
+    def _template(self) -> Path:
+        """A KRaft log directory formatted once per Kafka version and copied per cluster.
+
+        `StorageTool format` is a second JVM start (about 1-2 s of CPU on a 2-core machine) and
+        its output does not depend on ports or paths: only node.id and the metadata version,
+        which are the same for every cluster we start. Same idea as PostgreSQL's initdb template.
+        None if no usable template can be made (the caller formats directly).
+        """
+        jar = next(paths.kafka_libs().glob("kafka_2.13-*.jar"))
+        tpl = paths.CACHE / f"kafka-storage-{jar.stem.removeprefix('kafka_2.13-')}-node1"
+        if (tpl / "meta.properties").exists() and (tpl / "bootstrap.checkpoint").exists():
+            return tpl
+        tmp = paths.CACHE / f"{tpl.name}.tmp-{uuid.uuid4().hex[:6]}"
+        tmp.mkdir(parents=True)
+        try:
+            config = tmp.parent / f"{tmp.name}.properties"
+            config.write_text("\n".join(
+                ln if not ln.startswith("log.dirs=") else f"log.dirs={tmp}"
+                for ln in self.config.read_text().splitlines()) + "\n")
+            try:
+                self._format(config)
+            finally:
+                config.unlink(missing_ok=True)
+            try:
+                tmp.rename(tpl)
+            except OSError:  # another process made it first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return tpl if (tpl / "meta.properties").exists() and (tpl / "bootstrap.checkpoint").exists() else None
 
     def command(self) -> list[str]:
         return self._java("kafka.Kafka", str(self.config))
@@ -191,6 +235,10 @@ class KafkaService(ProcessService):
                              "socket.timeout.ms": 1000, "log_level": 0})
         md = admin.list_topics(timeout=1.0)
         return bool(md.brokers)
+
+
+def _kafka_uuid() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 class ToxiproxyService(ProcessService):
