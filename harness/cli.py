@@ -48,7 +48,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise UsageError(f"cluster {same[0]['id']!r} is already running; run `cachecert down` first "
                          "or pick another --name")
     cluster = Cluster(services=services, name=args.name or "default", detached=not args.foreground,
-                      port_base=args.port_base)
+                      port_base=args.port_base, backend=args.backend)
     with graceful_signals():
         if args.foreground:  # Ctrl-C must stop it even if we were started with SIGINT ignored
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -124,6 +124,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     up.add_argument("--services", default="redis,postgres,kafka")
     up.add_argument("--name", help="cluster name (default: 'default')")
     up.add_argument("--port-base", type=int, help="use fixed ports from here instead of free ones")
+    up.add_argument("--backend", default="local", choices=("local", "docker"))
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the cluster")
     up.add_argument("--json", action="store_true")
     handlers["up"] = cmd_up
@@ -152,7 +153,11 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction, dict[str, Handle
         except ModuleNotFoundError as e:
             if e.name == mod:
                 continue
-            raise
+            print(f"cachecert: warning: {mod} unavailable: {e}", file=sys.stderr)
+            continue
+        except Exception as e:  # noqa: BLE001 - one broken module must not take every command down
+            print(f"cachecert: warning: {mod} unavailable: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
         if hasattr(m, "register"):
             out.append(m.register)
     return out

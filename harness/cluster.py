@@ -30,6 +30,7 @@ from harness.services.local import KafkaService, PostgresService, RedisService, 
 from harness.toxiproxy import Toxiproxy
 
 ALL_SERVICES = ("redis", "postgres", "kafka")
+BACKENDS = ("local", "docker")
 _PROXY_LOCK = threading.Lock()
 _SEQ = itertools.count(1)  # default ids stay unique for clusters started in the same second
 
@@ -52,6 +53,8 @@ class Cluster:
     port_base: int | None = None  # fixed ports from here on, instead of free ones
     redis_persistence: bool = False
     state: Path | None = None
+    backend: str = "local"  # "local" processes or "docker" containers (harness/services/docker.py)
+    images: dict[str, str] = field(default_factory=dict)  # docker: per-service image overrides
     id: str = field(init=False)
     dir: Path = field(init=False)
     svc: dict[str, Service] = field(init=False, default_factory=dict)
@@ -61,6 +64,8 @@ class Cluster:
     _claimed: bool = field(init=False, default=False)  # this object owns self.dir (may remove it)
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ClusterError(f"unknown backend {self.backend!r} (valid: {', '.join(BACKENDS)})")
         unknown = set(self.services) - set(ALL_SERVICES)
         if unknown:
             raise ClusterError(f"unknown service {sorted(unknown)[0]!r} (valid: {', '.join(ALL_SERVICES)})")
@@ -132,6 +137,8 @@ class Cluster:
                 k = KafkaService(self.dir, direct[s], next(ports), next(ports))
                 k.advertised_port = self.proxies[s]
                 self.svc[s] = k
+        if self.backend == "docker":
+            self._containerize()
         everything = [self.toxiproxy_service, *self.svc.values()]
         for svc in everything:  # a missing binary or jar fails here, before anything is spawned
             svc.command()
@@ -171,6 +178,19 @@ class Cluster:
             tp.create_proxy(s, f"127.0.0.1:{port}", self.svc[s].endpoint)
         self._write_record()
 
+    def _containerize(self) -> None:
+        """Docker backend: keep each service's definition, run its process in a container."""
+        from harness.services import docker as dk
+
+        c = dk.client()
+        default = dk.ensure_host_image(c)
+        mounts = [Path("/usr"), Path("/etc"), paths.CACHE, self.dir]
+        for name, svc in list(self.svc.items()):
+            self.svc[name] = dk.ContainerService(svc, c, self.images.get(name, default), self.id, mounts)  # type: ignore[arg-type]
+        assert self.toxiproxy_service is not None
+        self.toxiproxy_service = dk.ContainerService(  # type: ignore[assignment]
+            self.toxiproxy_service, c, self.images.get("toxiproxy", default), self.id, mounts)
+
     def down(self) -> None:
         """Heal every fault, stop every service, then toxiproxy. Safe to call twice."""
         if self.toxiproxy_service is not None and self.toxiproxy_service.running():
@@ -188,6 +208,10 @@ class Cluster:
             self.toxiproxy_service.stop()
         for pf in (self.dir / "pids").glob("*.json") if (self.dir / "pids").exists() else []:
             reap_pidfile(pf)
+        if self.backend == "docker":
+            from harness.services.docker import sweep
+
+            sweep(self.id)
         rec = self.dir / "cluster.json"
         if rec.exists():
             data = json.loads(rec.read_text())
@@ -264,7 +288,7 @@ class Cluster:
     def describe(self) -> dict[str, Any]:
         tp = self.toxiproxy_service
         return {
-            "id": self.id, "dir": str(self.dir), "backend": "local", "owner_pid": os.getpid(),
+            "id": self.id, "dir": str(self.dir), "backend": self.backend, "owner_pid": os.getpid(),
             "owner_start": proc_start_time(os.getpid()), "detached": self.detached,
             "toxiproxy": tp.endpoint if tp else None,
             "endpoints": self.endpoints, "direct": self.direct,
@@ -293,7 +317,13 @@ def cluster_alive(rec: dict[str, Any]) -> bool:
     from harness.services.base import read_pidfile
 
     pids = Path(rec["dir"]) / "pids"
-    return any((r := read_pidfile(p)) is not None and r.matches() for p in pids.glob("*.json"))
+    if any((r := read_pidfile(p)) is not None and r.matches() for p in pids.glob("*.json")):
+        return True
+    if rec.get("backend") == "docker":
+        from harness.services.docker import running_containers
+
+        return bool(running_containers(rec["id"]))
+    return False
 
 
 def list_clusters(state: Path | None = None) -> list[dict[str, Any]]:
@@ -323,13 +353,24 @@ def reap_cluster(d: Path) -> int:
 def down_all(state: Path | None = None, force: bool = False) -> list[tuple[str, int]]:
     """Reap detached clusters and leftovers of killed runs; live runs' clusters only with force."""
     done = []
+    keep: set[str] = set()
     for rec in list_clusters(state):
         d = Path(rec["dir"])
         if not force and not rec.get("detached") and owner_alive(rec):
+            keep.add(rec["id"])
             continue  # a live run owns it and will tear it down itself
         n = reap_cluster(d)
+        if rec.get("backend") == "docker":
+            from harness.services.docker import sweep
+
+            n += sweep(rec["id"])
         shutil.rmtree(d, ignore_errors=True)
         done.append((rec["id"], n))
+    from harness.services.docker import sweep_orphans
+
+    orphans = sweep_orphans(keep)
+    if orphans:
+        done.append(("docker (by label)", orphans))
     return done
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import strategies
 import workloads
 from harness import exitcodes, faults, store
-from harness.cluster import ALL_SERVICES, Cluster
+from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
 from harness.faults import FaultContext, FaultError, Scheduled
 from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
 from harness.history import HistoryWriter, load_history
@@ -60,6 +60,7 @@ class RunConfig:
     op_timeout: float = 1.0
     quiesce: float | None = None
     backend: str = "local"
+    images: dict[str, str] = field(default_factory=dict)  # docker backend: SERVICE -> image
     checkers: list[str] | None = None
     checker_opts: dict[str, Any] = field(default_factory=dict)
     reports: str | None = None
@@ -108,8 +109,8 @@ def prepare(cfg: RunConfig) -> Prepared:
         raise ConfigError(f"nodes must be >= 1, got {cfg.nodes}")
     if cfg.quiesce < 0:
         raise ConfigError(f"quiesce must be >= 0, got {cfg.quiesce:g}")
-    if cfg.backend not in ("local",):
-        raise ConfigError(f"backend {cfg.backend!r} is not available (valid: local)")
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {cfg.backend!r} (valid: {', '.join(BACKENDS)})")
     try:
         keys = KeyDist.parse(cfg.key_dist or wl.key_dist, cfg.keys or wl.keys)
         gen = Generator(parse_mix(cfg.mix or wl.mix), keys, cfg.rate, cfg.concurrency)
@@ -295,7 +296,8 @@ class Run:
         cfg = self.cfg
         assert cfg.time_limit is not None and cfg.concurrency is not None and cfg.quiesce is not None
         if self.cluster is None:
-            self.cluster = Cluster(services=self.p.services, name=f"run-{self.dir.name}-{id(self) % 10000}")
+            self.cluster = Cluster(services=self.p.services, name=f"run-{self.dir.name}-{id(self) % 10000}",
+                                   backend=cfg.backend, images=dict(cfg.images))
             self.cluster.up()
             log.info("cluster up in %.2f s: %s", self.cluster.timings.get("total", 0), self.cluster.endpoints)
         else:
@@ -326,7 +328,12 @@ class Run:
         self._phase("quiesce")
         time.sleep(cfg.quiesce)
         self._phase("final")
-        self._final_reads(direct)
+        _close_direct(direct)
+        direct = self._direct()  # fresh: a fault may have restarted the services since set-up
+        try:
+            self._final_reads(direct)
+        finally:
+            _close_direct(direct)
         self._phase("done")
 
     def _wait_load(self, t0: float, limit: float) -> None:
@@ -438,6 +445,15 @@ def merge_verdicts(verdicts: Any) -> bool | str:
     if not seen or any(v is not True for v in seen):
         return "unknown"
     return True
+
+
+def _close_direct(d: Direct) -> None:
+    for c in (d.redis, d.pg):
+        try:
+            if c is not None:
+                c.close()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _err(e: BaseException) -> str:

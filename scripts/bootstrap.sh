@@ -38,6 +38,25 @@ if [ "${CACHECERT_WITH_CHROMIUM:-1}" = 1 ] && ! command -v chromium >/dev/null 2
     || log "could not install chromium; the browser test will skip"
 fi
 
+# 1c. Docker for the docker backend's tests (CACHECERT_WITH_DOCKER=0 skips). Debian's docker.io, and
+# a daemon started here when none answers (vfs storage: works without overlayfs; no bridge or
+# iptables: the backend uses host networking on 127.0.0.1). Not fatal: without a daemon those tests
+# skip with their reason.
+if [ "${CACHECERT_WITH_DOCKER:-1}" = 1 ] && [ "$(id -u)" = 0 ]; then
+  if ! command -v dockerd >/dev/null 2>&1; then
+    log "apt-get install docker.io (docker backend tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null 2>&1 \
+      || log "could not install docker.io; docker backend tests will skip"
+  fi
+  if command -v dockerd >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
+    log "starting dockerd (vfs, host networking only)"
+    nohup dockerd --storage-driver vfs --iptables=false --ip-masq=false --bridge=none \
+      >"$CACHE/dockerd.log" 2>&1 &
+    for _ in $(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    docker info >/dev/null 2>&1 || log "dockerd did not start (see .cache/dockerd.log); docker tests will skip"
+  fi
+fi
+
 # 2. Kafka jars from Maven Central (pom.xml + dependency:copy-dependencies).
 if [ ! -f "$CACHE/kafka/.done-$KAFKA_VERSION" ]; then
   log "fetching Kafka $KAFKA_VERSION jars from Maven Central"
