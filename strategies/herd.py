@@ -21,8 +21,10 @@ start. Early refreshes report the epoch of the fill they refresh. Every read als
 ``fill`` id of the value it returned, so a fill that put an *older* version than an earlier fill
 (a late, stale set) is visible in the history.
 
-Writes commit to the DB and delete the cache key (cache-aside), which is an invalidation event
-(counted like an expiry of the deleted fill).
+Writes commit to the DB and, by default, leave the cache alone: hot "soft" data refreshed by its
+TTL (the seed's lazy-load cache), so every herd is an expiry herd. With ``invalidate=true`` a write
+also deletes the key (cache-aside), an invalidation event counted like an expiry of the deleted
+fill (and, for leases, a revocation of the outstanding lease).
 
 The follow-up (the lock holder dies mid-fetch) is modelled with ``stall_at``/``stall_for``/
 ``stall_node``: the first lock (or lease) holder after ``stall_at`` seconds stalls for
@@ -93,7 +95,9 @@ class _HerdBase:
 
     name: ClassVar[str | None] = None
 
-    def __init__(self, ttl: float = 1.0, fetch_timeout: float = 1.0, prefix: str = "herd:") -> None:
+    def __init__(self, ttl: float = 1.0, fetch_timeout: float = 1.0, prefix: str = "herd:",
+                 invalidate: Any = False) -> None:
+        self.invalidate = _flag(invalidate)
         self.ttl_ms = int(positive({"ttl": ttl}, "ttl", 1.0) * 1000)
         if self.ttl_ms < 1:
             raise ParamError(f"ttl must be at least 1 ms, got {ttl}")
@@ -153,7 +157,8 @@ class _HerdBase:
         rows = self.pg.execute(
             "insert into kv (key, value, version) values (%s, %s, 1) on conflict (key) do update "
             "set value = excluded.value, version = kv.version + 1 returning version", (key, json.dumps(value)))
-        self.redis.delete(self.k(key))
+        if self.invalidate:
+            self.redis.delete(self.k(key))
         return {"version": rows[0][0]}
 
     def close(self) -> None:
@@ -172,8 +177,8 @@ class _Waiting(_HerdBase):
 
     def __init__(self, ttl: float = 1.0, fetch_timeout: float = 1.0, poll: float = 0.02,
                  max_wait: float | None = None, stall_at: float | None = None, stall_for: float = 10.0,
-                 stall_node: int | None = None, prefix: str = "herd:") -> None:
-        super().__init__(ttl, fetch_timeout, prefix)
+                 stall_node: int | None = None, prefix: str = "herd:", invalidate: Any = False) -> None:
+        super().__init__(ttl, fetch_timeout, prefix, invalidate)
         self.poll = positive({"poll": poll}, "poll", 0.02)
         self.max_wait = None if max_wait is None else positive({"max_wait": max_wait}, "max_wait", 1.0)
         self.stall_at = None if stall_at is None else positive({"stall_at": stall_at}, "stall_at", 0, allow_zero=True)
@@ -211,8 +216,9 @@ class HerdLock(_Waiting):
 
     def __init__(self, ttl: float = 1.0, lock_ttl: float = 3.0, fetch_timeout: float = 1.0, poll: float = 0.02,
                  max_wait: float | None = None, fencing: Any = False, stall_at: float | None = None,
-                 stall_for: float = 10.0, stall_node: int | None = None, prefix: str = "herd:") -> None:
-        super().__init__(ttl, fetch_timeout, poll, max_wait, stall_at, stall_for, stall_node, prefix)
+                 stall_for: float = 10.0, stall_node: int | None = None, prefix: str = "herd:",
+                 invalidate: Any = False) -> None:
+        super().__init__(ttl, fetch_timeout, poll, max_wait, stall_at, stall_for, stall_node, prefix, invalidate)
         self.lock_ttl = positive({"lock_ttl": lock_ttl}, "lock_ttl", 3.0)
         if self.lock_ttl <= self.fetch_timeout:
             raise ParamError(f"lock_ttl ({self.lock_ttl:g} s) must be longer than fetch_timeout "
@@ -250,10 +256,11 @@ class HerdLock(_Waiting):
                         out["stalled_ms"] = round(stalled, 1)
                     return out
                 finally:
-                    try:
-                        self._release(keys=[self.k(key, "lock")], args=[token])
-                    except Exception:  # noqa: BLE001 - a crashed node cannot release; the TTL will
-                        pass
+                    if not self._closed.is_set():  # a crashed process runs no clean-up: only the TTL frees it
+                        try:
+                            self._release(keys=[self.k(key, "lock")], args=[token])
+                        except Exception:  # noqa: BLE001 - the lock's TTL frees it
+                            pass
             time.sleep(self.poll)
             cached, _ = self._get(key)
             waited = round((time.monotonic() - t0) * 1000, 1)
@@ -280,8 +287,9 @@ class HerdSingleFlight(_HerdBase):
 
     name: ClassVar[str] = "herd-single-flight"
 
-    def __init__(self, ttl: float = 1.0, fetch_timeout: float = 1.0, prefix: str = "herd:") -> None:
-        super().__init__(ttl, fetch_timeout, prefix)
+    def __init__(self, ttl: float = 1.0, fetch_timeout: float = 1.0, prefix: str = "herd:",
+                 invalidate: Any = False) -> None:
+        super().__init__(ttl, fetch_timeout, prefix, invalidate)
         self._mu = threading.Lock()
         self._flights: dict[str, _Flight] = {}
 
@@ -327,8 +335,9 @@ class HerdXFetch(_HerdBase):
 
     name: ClassVar[str] = "herd-xfetch"
 
-    def __init__(self, ttl: float = 1.0, beta: float = 1.0, fetch_timeout: float = 1.0, prefix: str = "herd:") -> None:
-        super().__init__(ttl, fetch_timeout, prefix)
+    def __init__(self, ttl: float = 1.0, beta: float = 1.0, fetch_timeout: float = 1.0, prefix: str = "herd:",
+                 invalidate: Any = False) -> None:
+        super().__init__(ttl, fetch_timeout, prefix, invalidate)
         try:
             self.beta = float(beta)
         except (TypeError, ValueError):
@@ -366,8 +375,8 @@ class HerdLease(_Waiting):
 
     def __init__(self, ttl: float = 1.0, lease_ttl: float = 3.0, fetch_timeout: float = 1.0, poll: float = 0.02,
                  max_wait: float | None = None, stall_at: float | None = None, stall_for: float = 10.0,
-                 stall_node: int | None = None, prefix: str = "herd:") -> None:
-        super().__init__(ttl, fetch_timeout, poll, max_wait, stall_at, stall_for, stall_node, prefix)
+                 stall_node: int | None = None, prefix: str = "herd:", invalidate: Any = False) -> None:
+        super().__init__(ttl, fetch_timeout, poll, max_wait, stall_at, stall_for, stall_node, prefix, invalidate)
         self.lease_ttl = positive({"lease_ttl": lease_ttl}, "lease_ttl", 3.0)
         if self.lease_ttl <= self.fetch_timeout:
             raise ParamError(f"lease_ttl ({self.lease_ttl:g} s) must be longer than fetch_timeout "
@@ -414,5 +423,6 @@ class HerdLease(_Waiting):
 
     def write(self, key: str, value: Any) -> dict[str, Any]:
         out = super().write(key, value)
-        self.redis.delete(self.k(key, "lease"))  # revoke any outstanding lease: its holder read old data
+        if self.invalidate:
+            self.redis.delete(self.k(key, "lease"))  # revoke any outstanding lease: its holder read old data
         return out

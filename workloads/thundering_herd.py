@@ -3,7 +3,9 @@
 A couple of hot keys (``k0``, ``k1``) with a short cache TTL (1 s by default) are read by C
 concurrent workers in a tight loop while PostgreSQL answers slowly (a 100 ms latency toxic for the
 whole run), so every expiry is a window in which all readers miss. A few writes (2%) commit to the
-DB and delete the key (an invalidation event, counted like an expiry).
+DB only (hot soft data refreshed by its TTL), so a later fill carries a newer version and a late
+set of an older one shows; with ``-p invalidate=true`` writes also delete the key, and each delete
+is an invalidation event counted like an expiry.
 
 The strategies (strategies/herd.py) number every cache fill and report, on each DB load, the fill
 whose end it is reacting to (``epoch``), so the checkers here count exactly, with no timing guess:
