@@ -39,7 +39,9 @@ class Toxiproxy:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8474, timeout: float = 5.0) -> None:
         self.base = f"http://{host}:{port}"
-        self.timeout = timeout
+        # not ``self.timeout``: that name is the timeout-toxic method below (an attribute of that
+        # name shadowed it, and ``client.timeout(proxy, 0)`` raised "'float' is not callable")
+        self.http_timeout = timeout
 
     # -- transport ---------------------------------------------------------------------------
     def _call(self, method: str, path: str, body: Any = None) -> Any:
@@ -48,7 +50,7 @@ class Toxiproxy:
         req.add_header("Content-Type", "application/json")
         req.add_header("User-Agent", "cachecert")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.http_timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as e:
             detail = e.read().decode("utf-8", "replace").strip()
@@ -56,13 +58,16 @@ class Toxiproxy:
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
             raise ToxiproxyError(f"toxiproxy {method} {path}: {reason} (is toxiproxy at {self.base}?)") from None
-        return json.loads(raw) if raw.strip() else None
+        try:
+            return json.loads(raw) if raw.strip() else None
+        except ValueError:
+            raise ToxiproxyError(f"toxiproxy {method} {path}: not JSON: {raw[:200]!r}") from None
 
     # -- server ------------------------------------------------------------------------------
     def version(self) -> str:
         req = urllib.request.Request(self.base + "/version", method="GET")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.http_timeout) as resp:
                 return resp.read().decode().strip()
         except (urllib.error.URLError, OSError) as e:
             raise ToxiproxyError(f"toxiproxy GET /version: {e}") from None
