@@ -1,0 +1,85 @@
+"""Convergence: after heal and quiescence, every cache agrees with the DB.
+
+Why this module exists: eventual consistency is a promise about the end state. After the nemesis
+heals and the system quiesces, the harness reads every key through every node's cache and straight
+from the DB (``phase: "final"``); each cache view must equal the DB's value. A missed invalidation
+(a crashed subscriber, a lost pub/sub message) shows up here as a key that stays wrong forever.
+It also measures, when the history has fault windows and versions, how long after the last fault
+ended reads kept returning stale data (``time_to_converge_ms``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from checkers.ops import anomaly, hashable, key_versions, pair, read_version, secs, vtext
+from checkers.staleness import read_staleness
+
+
+def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version: int = 0,
+          max_converge_ms: float | None = None, max_anomalies: int = 100, **_: Any) -> dict[str, Any]:
+    """Result: ``keys_checked``, ``diverged`` (count of key/node views that differ from the DB),
+    ``unchecked_keys``, ``last_fault_stop_s``, ``time_to_converge_ms``, ``anomalies`` of type
+    ``not-converged`` (and ``slow-convergence`` when over ``max_converge_ms``)."""
+    paired = pair(history)
+    kvs = key_versions(paired, initial=initial, initial_version=initial_version)
+    checked = diverged = 0
+    unchecked: list[Any] = []
+    anomalies: list[dict[str, Any]] = []
+    any_final_cache = False
+    for key, kv in kvs.items():
+        if not kv.final_db:
+            if kv.final_cache:
+                unchecked.append(key)
+            continue
+        if not kv.final_cache:
+            continue
+        any_final_cache = True
+        fin = max(kv.final_db, key=lambda o: o.t0)
+        fh = hashable(fin.value)
+        last_per_node: dict[Any, Any] = {}
+        for r in kv.final_cache:
+            cur = last_per_node.get(r.node)
+            if cur is None or r.t0 > cur.t0:
+                last_per_node[r.node] = r
+        checked += 1
+        for node, r in last_per_node.items():
+            if hashable(r.value) == fh:
+                continue
+            diverged += 1
+            if len(anomalies) < max_anomalies:
+                where = f"node {node}'s cache" if node is not None else "the cache"
+                src = " (a cache hit)" if r.hit or r.source == "cache" else ""
+                anomalies.append(anomaly(
+                    "not-converged", key, [r, fin],
+                    f"After the run healed and quiesced, {where} returned {key} = "
+                    f"{vtext(r.value, read_version(kv, r))}{src} at {secs(r.t0)}, while the DB holds "
+                    f"{vtext(fin.value, read_version(kv, fin))}: the cache did not converge.", node=node))
+    out: dict[str, Any] = {"keys_checked": checked, "diverged": diverged, "unchecked_keys": len(unchecked)}
+    last_stop = paired.last_fault_stop_ns
+    out["last_fault_stop_s"] = None if last_stop is None or last_stop == float("inf") else round(last_stop / 1e9, 6)
+    ttc = None
+    if out["last_fault_stop_s"] is not None:
+        converged_at = last_stop
+        worst = None
+        for kv in kvs.values():
+            for r, _vr, st, _b, _w in read_staleness(kv):
+                if st > 0 and r.t0 >= last_stop and r.t1 > converged_at and r.t1 != float("inf"):
+                    converged_at, worst = r.t1, r
+        ttc = round((converged_at - last_stop) / 1e6, 3)
+        out["last_stale_read_after_fault"] = worst.index if worst is not None else None
+        if max_converge_ms is not None and ttc > max_converge_ms and worst is not None:
+            anomalies.append(anomaly(
+                "slow-convergence", worst.key, [worst],
+                f"The last fault ended at {secs(last_stop)}, but process {worst.process} still read a stale "
+                f"{worst.key} until {secs(worst.t1)}: {ttc:g} ms to converge, over the {max_converge_ms:g} ms bound."))
+    out["time_to_converge_ms"] = ttc
+    if anomalies:
+        out["valid"] = False
+        out["anomalies"] = anomalies
+    elif not any_final_cache:
+        out["valid"] = "unknown"
+        out["error"] = "no final cache reads with a matching final DB read: convergence cannot be judged"
+    else:
+        out["valid"] = True
+    return out

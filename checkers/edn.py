@@ -1,0 +1,239 @@
+"""A reader for Jepsen EDN history files, converted to cachecert op dicts.
+
+Why this module exists: ``cachecert check --format jepsen-edn`` judges Jepsen/Knossos histories
+with our checkers, and the conformance tests run the whole Knossos corpus. A general-purpose EDN
+library is slow (seconds for the corpus); history files use a small subset of EDN (maps, vectors,
+lists, sets, keywords, strings, numbers, nil/true/false, comments, a few tagged literals), so one
+regex tokenizer and a stack builder read them fast and can name the file and line of any error.
+
+Conversion: ``:process``, ``:type``, ``:f``, ``:value`` (and every other field) become dict entries
+with plain string keys; keywords become strings without the colon; nil -> None; vectors, lists
+and sets -> lists; maps -> dicts. ``:process :nemesis`` -> ``"nemesis"``. Each op gets ``index``
+(its position, unless the file has one) and ``time_ns`` (``:time`` if present, else the position),
+so that ``checkers.ops.pair`` and every checker work on it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.history import TYPES, HistoryError
+
+_TOKEN = re.compile(r"""
+    (?P<ws>[\s,]+)
+  | (?P<comment>;[^\n]*)
+  | (?P<open>\#\{|[\[\{\(])
+  | (?P<close>[\]\}\)])
+  | (?P<str>"(?:[^"\\]|\\.)*")
+  | (?P<kw>:[^\s,\[\]\{\}\(\)";]+)
+  | (?P<num>[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?M?N?(?=[\s,\]\}\)]|$))
+  | (?P<tag>\#_|\#[A-Za-z][^\s,\[\]\{\}\(\)"]*)
+  | (?P<sym>[^\s,\[\]\{\}\(\)";:\#][^\s,\[\]\{\}\(\)";]*)
+""", re.X)
+
+_CLOSE_OF = {"[": "]", "(": ")", "{": "}", "#{": "}"}
+_STR_ESC = re.compile(r"\\(.)")
+_ESC = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+_DISCARD = object()
+
+
+class _Frame:
+    __slots__ = ("kind", "items", "pos", "tag")
+
+    def __init__(self, kind: str, pos: int, tag: str | None = None) -> None:
+        self.kind = kind
+        self.items: list[Any] = []
+        self.pos = pos
+        self.tag = tag
+
+
+def _line(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def parse_edn(text: str, where: str = "<edn>") -> list[tuple[Any, int]]:
+    """Parse ``text`` into a list of (top-level form, start offset). Errors name ``where:line``."""
+    out: list[tuple[Any, int]] = []
+    stack: list[_Frame] = []
+    pending_tag: list[tuple[str, int]] = []  # (tag, stack depth) waiting for their form
+    pos = 0
+    n = len(text)
+    match = _TOKEN.match
+
+    def err(msg: str, at: int) -> HistoryError:
+        return HistoryError(f"{where}:{_line(text, at)}: {msg}")
+
+    def emit(value: Any, at: int) -> None:
+        # tags apply to the next form at their own depth; #inst/#uuid keep the value, #_ drops it
+        discard = False
+        while pending_tag and pending_tag[-1][1] == len(stack):
+            if pending_tag.pop()[0] == "#_":
+                discard = True
+        if discard:
+            return
+        if stack:
+            stack[-1].items.append(value)
+        else:
+            out.append((value, at))
+
+    while pos < n:
+        m = match(text, pos)
+        if m is None:
+            raise err(f"cannot read EDN at {text[pos:pos + 20]!r}", pos)
+        kind = m.lastgroup
+        tok = m.group()
+        start = pos
+        pos = m.end()
+        if kind == "ws" or kind == "comment":
+            continue
+        if kind == "kw":
+            emit(_Kw(tok[1:]), start)
+        elif kind == "num":
+            t = tok.rstrip("MN")
+            try:
+                emit(int(t) if ("." not in t and "e" not in t and "E" not in t) else float(t), start)
+            except ValueError:
+                raise err(f"bad number {tok!r}", start) from None
+        elif kind == "str":
+            body = tok[1:-1]
+            if "\\" in body:
+                body = _STR_ESC.sub(lambda e: _ESC.get(e.group(1), e.group(1)), body)
+            emit(body, start)
+        elif kind == "sym":
+            if tok == "nil":
+                emit(None, start)
+            elif tok == "true":
+                emit(True, start)
+            elif tok == "false":
+                emit(False, start)
+            else:
+                emit(_Sym(tok), start)
+        elif kind == "open":
+            stack.append(_Frame(tok, start))
+        elif kind == "close":
+            if not stack:
+                raise err(f"unmatched {tok!r}", start)
+            fr = stack.pop()
+            if _CLOSE_OF[fr.kind] != tok:
+                raise err(f"{tok!r} closes {fr.kind!r} opened on line {_line(text, fr.pos)}", start)
+            if fr.kind == "{":
+                items = fr.items
+                if len(items) % 2:
+                    raise err(f"map opened on line {_line(text, fr.pos)} has an odd number of forms", start)
+                d: dict[Any, Any] = {}
+                for i in range(0, len(items), 2):
+                    k = items[i]
+                    d[k if not isinstance(k, list) else tuple(k)] = items[i + 1]
+                emit(d, fr.pos)
+            else:
+                emit(fr.items, fr.pos)
+        elif kind == "tag":
+            pending_tag.append((tok, len(stack)))
+    if stack:
+        raise err(f"unterminated {stack[-1].kind!r} (file truncated?)", stack[-1].pos)
+    if pending_tag:
+        raise err(f"tag {pending_tag[-1][0]} without a form", n)
+    return out
+
+
+class _Kw(str):
+    """An EDN keyword (a str subclass, so it converts for free)."""
+
+    __slots__ = ()
+
+
+class _Sym(str):
+    __slots__ = ()
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, str):
+        return str(x)
+    if isinstance(x, list):
+        return [_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {(_plain(k) if not isinstance(k, tuple) else str(k)): _plain(v) for k, v in x.items()}
+    return x
+
+
+def read_edn_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Read a Jepsen EDN history file into op dicts (see the module docstring)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise HistoryError(f"{p}: cannot open history: {e.strerror}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise HistoryError(f"{p}:{line}: not UTF-8 text") from None
+    return edn_to_history(text, str(p))
+
+
+def edn_to_history(text: str, where: str = "<edn>") -> list[dict[str, Any]]:
+    forms = parse_edn(text, where)
+    if not forms:
+        raise HistoryError(f"{where}:1: empty file: no history")
+    if len(forms) == 1 and isinstance(forms[0][0], list):
+        body = forms[0][0]
+        offsets = None
+        base = forms[0][1]
+    else:
+        body = [f for f, _ in forms]
+        offsets = [o for _, o in forms]
+        base = 0
+    ops: list[dict[str, Any]] = []
+    for i, m in enumerate(body):
+        at = offsets[i] if offsets is not None else base
+        if not isinstance(m, dict):
+            what = "a vector" if isinstance(m, list) else type(m).__name__ if not isinstance(m, str) else repr(str(m))
+            raise HistoryError(f"{where}:{_line(text, at)}: op {i}: expected a map like "
+                               f"{{:process 0, :type :invoke, :f :read, :value nil}}, found {what}: "
+                               "not a Jepsen history")
+        op: dict[str, Any] = {}
+        for k, v in m.items():
+            ks = str(k) if isinstance(k, str) else repr(k)
+            if isinstance(v, str) or v is None or isinstance(v, (int, float)):
+                op[ks] = str(v) if isinstance(v, str) else v
+            else:
+                op[ks] = _plain(v)
+        for field in ("process", "type", "f"):
+            if field not in op:
+                raise HistoryError(f"{where}:{_at_line(text, at, body, i, offsets)}: op {i} has no :{field}: "
+                                   "not a Jepsen history op")
+        if op["type"] not in TYPES:
+            raise HistoryError(f"{where}:{_at_line(text, at, body, i, offsets)}: op {i}: unknown :type "
+                               f"{op['type']!r} (expected one of {', '.join(TYPES)})")
+        op.setdefault("value", None)
+        if "index" not in op or not isinstance(op["index"], int):
+            op["index"] = i
+        t = op.get("time")
+        op["time_ns"] = t if isinstance(t, int) else i
+        ops.append(op)
+    return ops
+
+
+def _at_line(text: str, at: int, body: list[Any], i: int, offsets: list[int] | None) -> int:
+    if offsets is not None:
+        return _line(text, at)
+    # inside one top-level vector: find the i-th map by scanning for top-level '{' occurrences is
+    # costly; approximate with the i-th '{' at depth 1 of the vector
+    depth = 0
+    count = -1
+    for mo in re.finditer(r'"(?:[^"\\]|\\.)*"|;[^\n]*|[\[\]\{\}\(\)]|#\{', text):
+        tok = mo.group()
+        if tok[0] in '";':
+            continue
+        if tok in ("[", "(", "{", "#{"):
+            depth += 1
+            if depth == 2 and tok == "{":
+                count += 1
+                if count == i:
+                    return _line(text, mo.start())
+        else:
+            depth -= 1
+    return _line(text, at)

@@ -1,0 +1,380 @@
+"""Linearizability by search (Wing & Gong / Lowe, as in Knossos and Porcupine).
+
+Why this module exists: it is the general checker — it needs no version numbers and no unique
+values, so it judges any register history, including Jepsen's own EDN files. It is exponential in
+the worst case, so it works hard to stay fast:
+
+* P-compositionality: each key is an independent object, checked on its own; keys are checked
+  *interleaved* (a slice of search steps each, round robin) and the check stops at the first key
+  that cannot be linearized, so one hard key cannot hide a quick failure elsewhere.
+* A cache of (linearized-set bitset, model state) pairs already explored (Lowe's memoisation).
+* Sound pruning only: ``fail`` ops never happened and are dropped; reads whose outcome is unknown
+  (``info``/pending reads, and for Jepsen histories ok reads of nil) constrain nothing and are
+  dropped; among *identical* indeterminate ops (same f and value, completion unknown), only the
+  order of invocation is tried — the earlier-invoked one can take the place of any later one.
+  (Not done, because it is unsound: skipping a state because a seen one applied fewer timed-out ops.)
+
+Indeterminate ops (``info``, or never completed) have no return event: they may be linearized at any
+point after their invocation, or never; the search succeeds once every ``ok`` op is linearized.
+
+Models: ``register`` (read/write), ``cas-register`` (+ cas [old, new]), ``multi-register``
+(``txn`` of [f, register, value] micro-ops), ``mutex`` (acquire/release). On failure the result
+names the op that cannot be linearized, the longest linearizable prefix found, and the states the
+object could be in at that point, in words.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from checkers.ops import INF, Op, hashable, pair, vtext
+
+MODELS = ("register", "cas-register", "multi-register", "mutex")
+ILLEGAL = object()
+
+# op kinds for the inlined model step
+K_READ, K_WRITE, K_CAS, K_GEN = 0, 1, 2, 3
+
+
+class _Spec:
+    """A partition's ops compiled for the search."""
+
+    __slots__ = ("ops", "kind", "a", "b", "gen", "init", "dropped")
+
+    def __init__(self) -> None:
+        self.ops: list[Op] = []
+        self.kind: list[int] = []
+        self.a: list[Any] = []
+        self.b: list[Any] = []
+        self.gen: Callable[[Any, Op], Any] | None = None
+        self.init: Any = None
+        self.dropped = 0
+
+
+def _compile(ops: list[Op], model: str, initial: Any, nil_reads_any: bool) -> _Spec:
+    s = _Spec()
+    s.init = hashable(initial)
+    if model == "multi-register":
+        regs = sorted({str(m[1]) for op in ops if isinstance(op.value, (list, tuple))
+                       for m in op.value if isinstance(m, (list, tuple)) and len(m) >= 2}
+                      | ({str(k) for k in initial} if isinstance(initial, dict) else set()))
+        pos = {r: i for i, r in enumerate(regs)}
+        init = initial if isinstance(initial, dict) else {}
+        s.init = tuple(hashable(init.get(r, init.get(r.lstrip(":"), None))) for r in regs)
+
+        def gen(state: Any, op: Op) -> Any:
+            st = list(state)
+            for m in op.value:
+                f, r, v = m[0], pos[str(m[1])], hashable(m[2])
+                if f == "read":
+                    if v is None and nil_reads_any:
+                        continue
+                    if st[r] != v:
+                        return ILLEGAL
+                elif f == "write":
+                    st[r] = v
+                else:
+                    raise ValueError(f"multi-register: unknown micro-op {f!r}")
+            return tuple(st)
+
+        s.gen = gen
+    if model == "mutex":
+        s.init = False if initial is None else bool(initial)
+    for op in ops:
+        if op.type == "fail":
+            s.dropped += 1
+            continue
+        f = op.f
+        if model == "mutex":
+            if f == "acquire":
+                k, a, b = K_CAS, False, True
+            elif f == "release":
+                k, a, b = K_CAS, True, False
+            else:
+                raise ValueError(f"mutex model: unknown f {f!r} (op {op.index})")
+        elif model == "multi-register":
+            if f != "txn" or not isinstance(op.value, (list, tuple)):
+                raise ValueError(f"multi-register model: expected f txn with micro-ops (op {op.index})")
+            if op.type != "ok" and all(m[0] == "read" for m in op.value):
+                s.dropped += 1
+                continue
+            k, a, b = K_GEN, None, None
+        elif f == "read":
+            if op.type != "ok" or (op.value is None and nil_reads_any):
+                s.dropped += 1  # an unknown outcome constrains nothing
+                continue
+            k, a, b = K_READ, hashable(op.value), None
+        elif f == "write":
+            k, a, b = K_WRITE, hashable(op.value), None
+        elif f == "cas" and model == "cas-register":
+            v = op.value
+            if not isinstance(v, (list, tuple)) or len(v) != 2:
+                raise ValueError(f"cas op {op.index}: value must be [old, new], got {v!r}")
+            k, a, b = K_CAS, hashable(v[0]), hashable(v[1])
+        else:
+            raise ValueError(f"{model} model: unknown f {f!r} (op {op.index})")
+        s.ops.append(op)
+        s.kind.append(k)
+        s.a.append(a)
+        s.b.append(b)
+    return s
+
+
+class _Result:
+    __slots__ = ("valid", "steps", "culprit", "prefix", "states", "cache_size", "error")
+
+    def __init__(self) -> None:
+        self.valid: bool | str = "unknown"
+        self.steps = 0
+        self.culprit: int | None = None
+        self.prefix: list[int] = []
+        self.states: list[Any] = []
+        self.cache_size = 0
+        self.error: str | None = None
+
+
+def _search(s: _Spec, res: _Result, slice_steps: int = 2000) -> Iterator[None]:
+    """Porcupine-style WGL search over a doubly linked list of call/return events.
+
+    A generator: yields every ``slice_steps`` steps so the caller can interleave partitions and
+    enforce time limits. Sets ``res.valid`` when done.
+    """
+    ops = s.ops
+    n = len(ops)
+    # events: (position, is_return, op id); call before return at equal positions is impossible
+    ev: list[tuple[float, int, int]] = []
+    for i, op in enumerate(ops):
+        ev.append((op.index, 0, i))
+        if op.type == "ok":
+            ev.append((op.cindex if op.cindex is not None else op.t1, 1, i))
+    ev.sort()
+    m = len(ev)
+    tail = m + 1
+    nxt = list(range(1, m + 2)) + [0]
+    prv = [0] + list(range(0, m + 1))
+    is_ret = [False] * (m + 2)
+    is_ret[tail] = True
+    opid = [0] * (m + 2)
+    match = [0] * (m + 2)
+    callnode = [0] * n
+    for node, (_, r, i) in enumerate(ev, start=1):
+        opid[node] = i
+        if r:
+            is_ret[node] = True
+            match[callnode[i]] = node
+        else:
+            callnode[i] = node
+    bit = [1 << i for i in range(n)]
+    is_ok = [op.type == "ok" for op in ops]
+    remaining = sum(is_ok)
+    # identical indeterminate ops: linearize them in invocation order only
+    pred = [-1] * n
+    last_of: dict[Any, int] = {}
+    for node in range(1, m + 1):
+        i = opid[node]
+        if is_ret[node] or is_ok[i]:
+            continue
+        ek = (ops[i].f, s.kind[i], s.a[i], s.b[i], hashable(ops[i].value) if s.kind[i] == K_GEN else None)
+        if ek in last_of:
+            pred[i] = last_of[ek]
+        last_of[ek] = i
+    kind, A, B, gen = s.kind, s.a, s.b, s.gen
+    state = s.init
+    lin = 0
+    cache: set[tuple[int, Any]] = set()
+    stack: list[tuple[int, Any]] = []
+    best_node = -1
+    best_states: list[Any] = []
+    steps = 0
+    budget = slice_steps
+    entry = nxt[0]
+    while True:
+        if remaining == 0:
+            res.valid = True
+            break
+        budget -= 1
+        if budget <= 0:
+            steps += slice_steps
+            res.steps = steps
+            budget = slice_steps
+            yield
+        if not is_ret[entry]:
+            i = opid[entry]
+            p = pred[i]
+            if p >= 0 and not (lin >> p) & 1:
+                entry = nxt[entry]
+                continue
+            k = kind[i]
+            if k == K_READ:
+                ns = state if state == A[i] else ILLEGAL
+            elif k == K_WRITE:
+                ns = A[i]
+            elif k == K_CAS:
+                ns = B[i] if state == A[i] else ILLEGAL
+            else:
+                ns = gen(state, ops[i])  # type: ignore[misc]
+            if ns is not ILLEGAL:
+                nl = lin | bit[i]
+                ck = (nl, ns)
+                if ck not in cache:
+                    cache.add(ck)
+                    stack.append((entry, state))
+                    state = ns
+                    lin = nl
+                    if is_ok[i]:
+                        remaining -= 1
+                    # lift the call and its return out of the list
+                    pe, ne = prv[entry], nxt[entry]
+                    nxt[pe] = ne
+                    prv[ne] = pe
+                    r = match[entry]
+                    if r:
+                        pe, ne = prv[r], nxt[r]
+                        nxt[pe] = ne
+                        prv[ne] = pe
+                    entry = nxt[0]
+                    continue
+            entry = nxt[entry]
+        else:
+            if entry != tail:
+                if entry > best_node:
+                    best_node = entry
+                    best_states = [state]
+                    res.prefix = [ops[opid[e]].index for e, _ in stack]
+                elif entry == best_node and len(best_states) < 16 and state not in best_states:
+                    best_states.append(state)
+            if not stack:
+                res.valid = False
+                break
+            entry, state = stack.pop()
+            i = opid[entry]
+            lin ^= bit[i]
+            if is_ok[i]:
+                remaining += 1
+            r = match[entry]
+            if r:
+                nxt[prv[r]] = r
+                prv[nxt[r]] = r
+            nxt[prv[entry]] = entry
+            prv[nxt[entry]] = entry
+            entry = nxt[entry]
+    res.steps = steps + (slice_steps - budget)
+    res.cache_size = len(cache)
+    if res.valid is False and best_node > 0:
+        res.culprit = opid[best_node]
+        res.states = best_states
+
+
+def _state_text(state: Any, model: str, regs: list[str] | None = None) -> str:
+    if model == "mutex":
+        return "held" if state else "free"
+    if model == "multi-register" and isinstance(state, tuple):
+        return "{" + ", ".join(vtext(v) for v in state) + "}"
+    return vtext(state)
+
+
+def _op_text(op: Op) -> str:
+    if op.f == "read":
+        what = f"read {vtext(op.value)}"
+    elif op.f == "write":
+        what = f"write {vtext(op.value)}"
+    elif op.f == "cas" and isinstance(op.value, (list, tuple)) and len(op.value) == 2:
+        what = f"cas {vtext(op.value[0])} -> {vtext(op.value[1])}"
+    else:
+        what = f"{op.f} {vtext(op.value)}"
+    return f"process {op.process}'s {what} (op {op.index})"
+
+
+def _explain(key: Any, s: _Spec, res: _Result, model: str) -> dict[str, Any]:
+    culprit = s.ops[res.culprit] if res.culprit is not None else None
+    states = [_state_text(x, model) for x in res.states]
+    obj = "the register" if key is None else f"key {key}"
+    if culprit is None:
+        expl = f"No order of the operations on {obj} is consistent with the {model} model."
+        ops_idx: list[int] = []
+    else:
+        concurrent = [o for o in s.ops if o is not culprit and o.index < (culprit.cindex or INF)
+                      and (o.cindex is None or o.type != "ok" or o.cindex > culprit.index)]
+        when = "" if culprit.t0 is None else ""
+        expl = (f"{_op_text(culprit).capitalize()} cannot be linearized{when}: after the longest "
+                f"linearizable prefix ({len(res.prefix)} ops, the last being op "
+                f"{res.prefix[-1] if res.prefix else 'none'}), {obj} could only be "
+                f"{' or '.join(states) if states else 'in no state'}, and no order of the "
+                f"{len(concurrent)} operations concurrent with it lets it "
+                f"{'return what it returned' if culprit.f == 'read' else 'take effect'}.")
+        ops_idx = culprit.ops + [o.index for o in concurrent[:20]]
+    return {"type": "nonlinearizable" if model != "mutex" else "mutex-violation", "key": key,
+            "ops": sorted(set(ops_idx)), "explanation": expl,
+            "op": culprit.index if culprit else None, "prefix": res.prefix[-50:],
+            "prefix_length": len(res.prefix), "states": states}
+
+
+def check(history: list[dict[str, Any]], *, model: str = "register", initial: Any = None,
+          time_limit_s: float = 60.0, key_time_limit_s: float = 20.0, nil_reads_any: bool = False,
+          slice_steps: int = 5000, **_: Any) -> dict[str, Any]:
+    """Check linearizability of every key (partition) against ``model``.
+
+    ``initial``: the initial value (multi-register: a dict). ``nil_reads_any``: an ok read of nil
+    means "value unknown" (Knossos's convention for Jepsen histories). Returns ``valid``,
+    ``keys`` (checked), ``unknown_keys`` (timed out), ``anomalies`` (the first illegal key's
+    explanation), ``steps``, ``dropped`` (ops removed as constraining nothing).
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r} (expected one of {', '.join(MODELS)})")
+    paired = pair(history)
+    t_start = time.monotonic()
+    specs: dict[Any, _Spec] = {}
+    for key, kops in paired.by_key().items():
+        if model in ("register", "cas-register"):
+            kops = [o for o in kops if o.f in ("read", "write", "cas")]
+        specs[key] = _compile(kops, model, initial, nil_reads_any)
+    results = {k: _Result() for k in specs}
+    # small keys first: a quick failure surfaces before a hard key eats the budget
+    active = [(k, _search(specs[k], results[k], slice_steps)) for k in
+              sorted(specs, key=lambda k: len(specs[k].ops))]
+    spent: dict[Any, float] = {k: 0.0 for k in specs}
+    unknown: dict[Any, str] = {}
+    bad_key: Any = None
+    found_bad = False
+    while active and not found_bad:
+        nxt_round = []
+        for k, g in active:
+            t0 = time.monotonic()
+            try:
+                next(g)
+                alive = True
+            except StopIteration:
+                alive = False
+            now = time.monotonic()
+            spent[k] += now - t0
+            if not alive:
+                if results[k].valid is False:
+                    bad_key, found_bad = k, True
+                    break
+                continue
+            if spent[k] > key_time_limit_s:
+                unknown[k] = f"key time limit ({key_time_limit_s} s) reached after {results[k].steps} steps"
+                continue
+            if now - t_start > time_limit_s:
+                unknown[k] = f"time limit ({time_limit_s} s) reached"
+                continue
+            nxt_round.append((k, g))
+        active = nxt_round
+    out: dict[str, Any] = {
+        "model": model, "keys": len(specs), "steps": sum(r.steps for r in results.values()),
+        "dropped": sum(s.dropped for s in specs.values()),
+        "time_s": round(time.monotonic() - t_start, 4),
+    }
+    if found_bad:
+        out["valid"] = False
+        out["anomalies"] = [_explain(bad_key, specs[bad_key], results[bad_key], model)]
+        out["unchecked_keys"] = sum(1 for r in results.values() if r.valid == "unknown")
+    elif unknown:
+        out["valid"] = "unknown"
+        out["unknown_keys"] = {str(k): v for k, v in list(unknown.items())[:50]}
+        out["error"] = f"{len(unknown)} key(s) not decided within the time limit"
+    else:
+        out["valid"] = True
+    return out

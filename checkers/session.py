@@ -1,0 +1,81 @@
+"""Session guarantees: read-your-writes and monotonic reads, per process.
+
+Why this module exists: a cache can be far from linearizable and still give each client a sane
+view — its own writes visible to it, and never going back in time. Those are the guarantees most
+applications actually lean on (a user edits a profile and reloads the page), so they get their own
+verdicts (``read_your_writes``, ``monotonic_reads``), judged per process on versions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from checkers.ops import READ_FS, WRITE_FS, anomaly, hashable, key_versions, pair, read_version, secs, vtext
+
+
+def _src(op: Any) -> str:
+    return {"cache": " from the cache", "db": " from the DB"}.get(op.source, "")
+
+
+def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version: int = 0,
+          max_anomalies: int = 100, **_: Any) -> dict[str, Any]:
+    """Result: ``read_your_writes`` and ``monotonic_reads`` ({valid, violations}), ``processes``,
+    ``anomalies`` of types ``read-your-writes`` and ``non-monotonic-read``."""
+    paired = pair(history)
+    kvs = key_versions(paired, initial=initial, initial_version=initial_version)
+    # per (process, key): (version, op) of the last acked own write and of the newest read
+    own: dict[tuple[Any, Any], tuple[int, Any]] = {}
+    seen: dict[tuple[Any, Any], tuple[int, Any]] = {}
+    counts = {"read-your-writes": 0, "non-monotonic-read": 0}
+    anomalies: list[dict[str, Any]] = []
+    procs = set()
+    for op in paired.ops:  # invoke order; a process is sequential
+        if op.type != "ok" or op.final_db:
+            continue
+        kv = kvs.get(op.key)
+        if kv is None:
+            continue
+        pk = (op.process, op.key)
+        procs.add(op.process)
+        if op.f in WRITE_FS:
+            v = op.version if op.version is not None else kv.vof.get(hashable(op.value))
+            if v is not None and (pk not in own or v > own[pk][0]):
+                own[pk] = (v, op)
+        elif op.f in READ_FS:
+            vr = read_version(kv, op)
+            if vr is None:
+                continue
+            ow = own.get(pk)
+            if ow is not None and vr < ow[0]:
+                counts["read-your-writes"] += 1
+                if len(anomalies) < max_anomalies:
+                    w = ow[1]
+                    anomalies.append(anomaly(
+                        "read-your-writes", op.key, [w, op],
+                        f"Process {op.process} wrote {op.key} = {vtext(w.value, ow[0])}, acknowledged at "
+                        f"{secs(w.t1)}, then read {op.key} = {vtext(op.value, vr)}{_src(op)} at {secs(op.t0)}: "
+                        f"it did not see its own write (read-your-writes violated)."))
+            sw = seen.get(pk)
+            if sw is not None and vr < sw[0]:
+                counts["non-monotonic-read"] += 1
+                if len(anomalies) < max_anomalies:
+                    p = sw[1]
+                    anomalies.append(anomaly(
+                        "non-monotonic-read", op.key, [p, op],
+                        f"Process {op.process} read {op.key} = {vtext(p.value, sw[0])}{_src(p)} at {secs(p.t0)}, "
+                        f"then {op.key} = {vtext(op.value, vr)}{_src(op)} at {secs(op.t0)}: its reads went back "
+                        f"from version {sw[0]} to version {vr} (monotonic reads violated)."))
+            if sw is None or vr > sw[0]:
+                seen[pk] = (vr, op)
+    ryw = counts["read-your-writes"]
+    mono = counts["non-monotonic-read"]
+    out: dict[str, Any] = {
+        "processes": len(procs),
+        "read_your_writes": {"valid": ryw == 0, "violations": ryw},
+        "monotonic_reads": {"valid": mono == 0, "violations": mono},
+        "counts": counts,
+        "valid": ryw == 0 and mono == 0,
+    }
+    if not out["valid"]:
+        out["anomalies"] = anomalies
+    return out
