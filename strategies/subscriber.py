@@ -315,6 +315,9 @@ class SubKafkaGroup(SubPubSub):
                                 for c, (lo, hi) in zip(committed, marks, strict=True))
             self.replay_from = self.position
             self.replaying = self.position < self.target
+            self.replay_t0 = time.monotonic()
+            log.info("node %s: assigned in group %s; replay offsets %s..%s (%s messages)", self.node, self.group,
+                     self.position, self.target, self.target - self.position)
         except Exception as e:  # noqa: BLE001 - without a target there is no replay tracking (no gate)
             log.warning("node %s: cannot read offsets at assignment: %s", self.node, e)
             self.target, self.replaying = None, False
@@ -347,7 +350,8 @@ class SubKafkaGroup(SubPubSub):
                 self.position = good[-1].offset() + 1
             if self.replaying and (self.target is None or self.position >= self.target):
                 self.replaying = False
-                log.info("node %s: replay done up to offset %s", self.node, self.position)
+                log.info("node %s: replay done up to offset %s in %.2f s", self.node, self.position,
+                         time.monotonic() - getattr(self, "replay_t0", time.monotonic()))
 
     def publish(self, key: str, version: int) -> None:
         self.producer.produce(self.topic, f"{key} {version}".encode(), key=key.encode())

@@ -83,6 +83,7 @@ def check_crash_recovery(history: list[dict[str, Any]], bound_ms: float | None =
              "stale_until_s_after_restart": round((max((r["t_inv"] for r in stale if r.get("phase") != "final"),
                                                        default=up or 0) - (up or 0)) / 1e9, 3),
              "replay_reads": len(replay), "stale_replay_reads": sum(1 for r in replay if r["age_ns"] > tol),
+             "replay_seen_for_s": round((max((r["t_inv"] for r in replay), default=up or 0) - (up or 0)) / 1e9, 3),
              "replay_db_reads": sum(1 for r in replay if r.get("source") == "db")}
         crashes.append(c)
         seen: set[str] = set()
@@ -143,7 +144,8 @@ WORKLOAD = Workload(
     concurrency=8,
     rate=400.0,
     quiesce=1.0,
-    checkers=("versions", "staleness", "convergence", "perf", "crash-recovery"),
+    # not "versions" (linearizability): asynchronous invalidation never promises it (see feature-flags)
+    checkers=("staleness", "convergence", "perf", "crash-recovery"),
     checker_opts={"crash-recovery": {"tolerance_ms": 100}},
     extra_checkers={"crash-recovery": check_crash_recovery},
     setup=setup,

@@ -238,7 +238,10 @@ WORKLOAD = Workload(
     concurrency=8,
     rate=2000.0,
     quiesce=2.5,
-    checkers=("versions", "staleness", "convergence", "perf", "propagation"),
+    # not "versions" (linearizability): no strategy here promises it — an in-process cache with
+    # asynchronous invalidation serves an older version right after another node saw the newer one,
+    # so it would fail every strategy alike; ask for it with --checkers to see exactly where.
+    checkers=("staleness", "convergence", "perf", "propagation"),
     checker_opts={"staleness": {"bound_ms": 2000}, "propagation": {"bound_ms": 2000}},
     extra_checkers={"propagation": check_propagation},
     plans={
