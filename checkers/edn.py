@@ -149,13 +149,14 @@ class _Sym(str):
     __slots__ = ()
 
 
-def _plain(x: Any) -> Any:
+def plain(x: Any) -> Any:
+    """EDN-parsed data as plain Python (keywords -> str, vectors/sets -> list, maps -> dict)."""
     if isinstance(x, str):
         return str(x)
     if isinstance(x, list):
-        return [_plain(v) for v in x]
+        return [plain(v) for v in x]
     if isinstance(x, dict):
-        return {(_plain(k) if not isinstance(k, tuple) else str(k)): _plain(v) for k, v in x.items()}
+        return {(plain(k) if not isinstance(k, tuple) else str(k)): plain(v) for k, v in x.items()}
     return x
 
 
@@ -200,7 +201,7 @@ def edn_to_history(text: str, where: str = "<edn>") -> list[dict[str, Any]]:
             if isinstance(v, str) or v is None or isinstance(v, (int, float)):
                 op[ks] = str(v) if isinstance(v, str) else v
             else:
-                op[ks] = _plain(v)
+                op[ks] = plain(v)
         for field in ("process", "type", "f"):
             if field not in op:
                 raise HistoryError(f"{where}:{_at_line(text, at, body, i, offsets)}: op {i} has no :{field}: "
