@@ -24,8 +24,9 @@ Follow-up (the lock holder dies mid-fetch): run ``herd-lock`` with ``-p stall_at
 (the first holder after 1 s hangs between its DB read and its set) and plan ``holder-crash``: the
 step ``kill-holder`` crashes the node whose worker holds the stalled lock (nodes >= 2 so the others
 keep reading), and the waiters stall until the lock TTL frees the key. Plan ``holder-pause`` lets
-the holder wake after its lock expired (``stall_for`` > ``lock_ttl``): its late set is a stale set
-unless ``fencing=true``.
+the holder wake after its lock expired (``stall_for`` > ``lock_ttl``), and the step ``db-write``
+(at 40%) commits new versions meanwhile, so the successor caches a newer version and the woken
+holder's late set is a stale set — unless ``fencing=true``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from harness.clients import redis_client
+from harness.clients import Pg, redis_client
 from workloads.base import Direct, Workload, final_kv, invoke_register, setup_kv
 
 HERD_STRATEGIES = ("herd-none", "herd-lock", "herd-single-flight", "herd-xfetch", "herd-lease")
@@ -176,6 +177,22 @@ def kill_holder(ctx: Any, phase: str) -> str | None:
     return f"crashed node {i}, whose worker held the lock stalled mid-fetch"
 
 
+def db_write(ctx: Any, phase: str) -> str | None:
+    """Step: another service commits a new version of every hot row, straight to the DB.
+
+    While a lock holder stalls, the readers of its key are all waiting, so the run's own writes
+    nearly stop; this makes sure the data changed between the stalled holder's read and its
+    successor's, so a late set is visibly stale."""
+    if phase != "start":
+        return None
+    pg = Pg(ctx.cluster.direct["postgres"], timeout=10)
+    try:
+        rows = pg.execute("update kv set value = to_jsonb(-version), version = version + 1 returning key")
+    finally:
+        pg.close()
+    return f"committed a new version of {len(rows)} rows directly in the DB"
+
+
 WORKLOAD = Workload(
     name="thundering-herd",
     description="Hot keys expire under many concurrent readers with a slow DB: DB loads per expiry",
@@ -193,11 +210,11 @@ WORKLOAD = Workload(
         "none": "",
         "slow-db": SLOW_DB,
         "holder-crash": f"{SLOW_DB};step:kill-holder@30%+50%",
-        "holder-pause": SLOW_DB,
+        "holder-pause": f"{SLOW_DB};step:db-write@40%+10%",
     },
     default_plan="slow-db",
     fault_menu=["latency:postgres:ms=100", "latency:postgres:ms=300", "latency:redis:ms=20"],
-    steps={"kill-holder": kill_holder},
+    steps={"kill-holder": kill_holder, "db-write": db_write},
     setup=setup_herd,
     invoke=invoke_register,
     final_read=final_kv,
