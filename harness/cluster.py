@@ -193,6 +193,8 @@ class Cluster:
 
     def down(self) -> None:
         """Heal every fault, stop every service, then toxiproxy. Safe to call twice."""
+        if not self._claimed:
+            return  # a refused up started nothing; the pidfiles there belong to the cluster that refused it
         if self.toxiproxy_service is not None and self.toxiproxy_service.running():
             try:
                 self.toxiproxy.reset()
