@@ -52,31 +52,36 @@ def cmd_up(args: argparse.Namespace) -> int:
     with graceful_signals():
         if args.foreground:  # Ctrl-C must stop it even if we were started with SIGINT ignored
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        # on failure Cluster.up has already stopped everything it started; its directory (and the
-        # log the error message points at) stays until `cachecert down` or the next `up`
-        cluster.up()
-        info = cluster.describe() | {"startup_s": {k: round(v, 3) for k, v in cluster.timings.items()}}
-        if args.json:
-            print(json.dumps(info, indent=2))
-        else:
-            print(f"cluster {cluster.id} up in {cluster.timings['total']:.1f} s (state: {cluster.dir})")
-            print(f"  toxiproxy API  http://{info['toxiproxy']}")
-            for s, ep in cluster.endpoints.items():
-                print(f"  {s:<9} proxy  {ep}   (direct {cluster.direct[s]})")
-        sys.stdout.flush()  # a pipe would otherwise hold the endpoints back while we wait
-        if args.foreground:
-            import time
+        started = False
+        try:
+            # on failure Cluster.up has already stopped everything it started; its directory (and
+            # the log the error message points at) stays until `cachecert down` or the next `up`
+            cluster.up()
+            started = True
+            info = cluster.describe() | {"startup_s": {k: round(v, 3) for k, v in cluster.timings.items()}}
+            if args.json:
+                print(json.dumps(info, indent=2))
+            else:
+                print(f"cluster {cluster.id} up in {cluster.timings['total']:.1f} s (state: {cluster.dir})")
+                print(f"  toxiproxy API  http://{info['toxiproxy']}")
+                for s, ep in cluster.endpoints.items():
+                    print(f"  {s:<9} proxy  {ep}   (direct {cluster.direct[s]})")
+            sys.stdout.flush()  # a pipe would otherwise hold the endpoints back while we wait
+            if args.foreground:
+                import time
 
-            print("Ctrl-C to stop", file=sys.stderr, flush=True)
-            try:
+                print("Ctrl-C to stop", file=sys.stderr, flush=True)
                 while True:
                     time.sleep(3600)
-            finally:
-                # a second Ctrl-C / SIGTERM must not cut the teardown short and leak processes
+        finally:
+            # foreground: the teardown covers every exit after up() began (a signal may land while
+            # the endpoints print), and a second Ctrl-C / SIGTERM must not cut it short
+            if args.foreground:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-                cluster.down()
-                cluster.remove()
+                cluster.down()  # a no-op if up was refused: that cluster is someone else's
+                if started:
+                    cluster.remove()
     return 0
 
 
