@@ -3,43 +3,44 @@
 Why this module exists: the run engine, ``cachecert check``, the report and certification all need
 one registry of checkers and one way to run several of them that can never turn a crash or a
 timeout into a pass. ``run_checkers`` is that way: each checker runs under a time limit (option
-``time_limit_s``, default 60 s); an exception or an overrun gives ``valid: "unknown"`` with the
-reason, and verdicts merge as false > unknown > true.
+``time_limit_s``, default 300 s); an exception or an overrun gives ``valid: "unknown"`` with the
+reason, and verdicts merge as false > unknown > true. The checkers share one pairing of invokes
+with completions (``checkers.ops.pair``, memoised), released when ``run_checkers`` returns.
 
 Every checker is ``fn(history: list[dict], **opts) -> dict`` with ``valid: True | False |
-"unknown"`` plus evidence; an invalid result carries ``anomalies: [{type, key, ops, explanation}]``
-(capped, with the total in ``anomaly_count``). The general linearizability search lives in
-``checkers/linearizable.py`` and is registered lazily, so this package works without it.
+"unknown"`` plus evidence; an invalid result carries ``anomalies: [{type, key, ops, explanation}]``.
+
+Time limits: on the main thread a SIGALRM timer interrupts the checker wherever it is (pure Python
+loops included); elsewhere the checker runs in a daemon thread that is abandoned at the limit, and
+long loops also poll a cooperative deadline (``checkers.ops.check_deadline``).
 """
 
 from __future__ import annotations
 
-import importlib
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from checkers import convergence, durability, herd, integrity, perf, session, staleness, versions
+from checkers import (
+    convergence,
+    durability,
+    herd,
+    integrity,
+    linearizable,
+    perf,
+    session,
+    staleness,
+    versions,
+)
+from checkers.ops import CheckerTimeout, clear_deadline, clear_memo, set_deadline
 
 Checker = Callable[..., dict[str, Any]]
-DEFAULT_TIME_LIMIT_S = 60.0
-
-
-def _linearizable(history: list[dict[str, Any]], **opts: Any) -> dict[str, Any]:
-    """Lazy entry: the general search if checkers/linearizable.py is installed, else unknown."""
-    try:
-        mod = importlib.import_module("checkers.linearizable")
-    except ImportError as e:
-        return {"valid": "unknown", "error": f"linearizability checker not installed ({e})"}
-    fn = getattr(mod, "check", None)
-    if not callable(fn):
-        return {"valid": "unknown", "error": "linearizability checker not installed"}
-    return fn(history, **opts)
-
+DEFAULT_TIME_LIMIT_S = 300.0
 
 CHECKERS: dict[str, Checker] = {
-    "linearizable": _linearizable,
+    "linearizable": linearizable.check,
     "versions": versions.check,
     "staleness": staleness.check,
     "session": session.check,
@@ -61,6 +62,45 @@ def merge(verdicts: Iterable[Any]) -> bool | str:
     return True
 
 
+merge_verdicts = merge
+
+
+def _call_with_limit(fn: Checker, history: list[dict[str, Any]], opts: dict[str, Any], limit: float) -> Any:
+    """Call ``fn`` and return its result; raise CheckerTimeout past ``limit`` seconds."""
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise CheckerTimeout()
+
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, limit)
+        set_deadline(time.monotonic() + limit)
+        try:
+            return fn(history, **opts)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+            clear_deadline()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        set_deadline(time.monotonic() + limit)
+        try:
+            box["result"] = fn(history, **opts)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            box["exc"] = e
+        finally:
+            clear_deadline()
+
+    th = threading.Thread(target=target, name="checker", daemon=True)
+    th.start()
+    th.join(limit)
+    if th.is_alive():
+        raise CheckerTimeout()
+    if "exc" in box:
+        raise box["exc"]
+    return box.get("result")
+
+
 def run_one(name: str, history: list[dict[str, Any]], opts: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one checker under its time limit; never raises, never turns trouble into a pass."""
     fn = CHECKERS.get(name)
@@ -69,44 +109,43 @@ def run_one(name: str, history: list[dict[str, Any]], opts: dict[str, Any] | Non
     opts = dict(opts or {})
     limit = float(opts.pop("time_limit_s", DEFAULT_TIME_LIMIT_S))
     if name == "linearizable":
-        opts.setdefault("time_limit_s", limit)  # the search has its own cooperative limit
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = fn(history, **opts)
-        except Exception as e:  # noqa: BLE001 - a crashed checker says unknown, never valid
-            box["error"] = f"{type(e).__name__}: {e}"
-
+        opts.setdefault("time_limit_s", max(0.5, limit * 0.95))  # its own limit answers first, per key
     t0 = time.monotonic()
-    th = threading.Thread(target=target, name=f"checker-{name}", daemon=True)
-    th.start()
-    th.join(limit)
+    try:
+        res = _call_with_limit(fn, history, opts, limit)
+    except CheckerTimeout:
+        return {"valid": "unknown", "error": f"time limit ({limit:g} s) reached",
+                "elapsed_s": round(time.monotonic() - t0, 3)}
+    except Exception as e:  # noqa: BLE001 - a crashed checker says unknown, never valid
+        tb = e.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f" ({tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno})" if tb else ""
+        return {"valid": "unknown", "error": f"{type(e).__name__}: {e}{where}",
+                "elapsed_s": round(time.monotonic() - t0, 3)}
     elapsed = time.monotonic() - t0
-    if th.is_alive():
-        return {"valid": "unknown", "error": f"time limit ({limit:g} s) reached", "elapsed_s": round(elapsed, 3)}
-    if "error" in box:
-        return {"valid": "unknown", "error": box["error"], "elapsed_s": round(elapsed, 3)}
-    res = box.get("result")
     if not isinstance(res, dict) or "valid" not in res:
         return {"valid": "unknown", "error": f"checker {name} returned no verdict", "elapsed_s": round(elapsed, 3)}
-    if res["valid"] not in (True, False):
+    if res["valid"] is not True and res["valid"] is not False:
         res["valid"] = "unknown"
+    if res["valid"] is False:
+        res.setdefault("anomalies", [])
     res.setdefault("elapsed_s", round(elapsed, 3))
     return res
 
 
-def run_checkers(history: list[dict[str, Any]], names: Iterable[str],
+def run_checkers(history: list[dict[str, Any]], names: Iterable[str] | None = None,
                  opts: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Run ``names`` on ``history``; ``opts`` maps a checker name to its options.
-
-    Returns ``{"valid": merged, "checkers": {name: result}}``.
-    """
+    """Run ``names`` (default: every checker) on ``history``; ``opts`` maps a checker name to its
+    options. Returns ``{"valid": merged, "checkers": {name: result}}``."""
     opts = opts or {}
     results: dict[str, Any] = {}
-    for name in names:
-        results[name] = run_one(name, history, opts.get(name))
+    try:
+        for name in (list(CHECKERS) if names is None else names):
+            results[name] = run_one(name, history, opts.get(name))
+    finally:
+        clear_memo()
     return {"valid": merge(r.get("valid") for r in results.values()), "checkers": results}
 
 
-__all__ = ["CHECKERS", "merge", "run_checkers", "run_one"]
+__all__ = ["CHECKERS", "merge", "merge_verdicts", "run_checkers", "run_one"]

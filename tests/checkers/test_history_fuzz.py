@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from harness.history import HistoryError, load_history, read_history
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _valid(n: int = 6) -> list[dict]:
