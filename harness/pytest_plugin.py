@@ -12,7 +12,7 @@ failure reads like a cachecert run: the anomalies, in words, and the path of the
 Fixtures (named ``cachecert_*`` so they never clash with a suite's own ``cluster`` fixtures):
 
 - ``cachecert_cluster`` (session): the embedded services behind their Toxiproxy proxies, started on
-  first use only (``--cachecert-backend``, only ``local`` exists); the services are those the
+  first use only (``--cachecert-backend``, ``local`` by default); the services are those the
   collected markers' workloads need (``--cachecert-services`` overrides).
 - ``cachecert_reset`` (function): heals every fault, restarts killed / resumes paused services,
   flushes Redis and truncates the ``kv`` table, before and after the test.
@@ -31,6 +31,7 @@ loading the plugin into a suite that never uses it starts nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
@@ -39,7 +40,6 @@ from typing import Any
 
 import pytest
 
-BACKENDS = ("local",)
 # marker keyword -> RunConfig field (the rest of RunConfig's fields are accepted under their own name)
 MARKER_KEYS = ("workload", "strategy", "params", "faults", "faults_file", "time_limit", "seed", "concurrency",
                "nodes", "rate", "keys", "key_dist", "mix", "op_timeout", "quiesce", "checkers", "checker_opts")
@@ -57,7 +57,7 @@ class CachecertConfigError(Exception):
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("cachecert", "cachecert: consistency certification of caching strategies")
     g.addoption("--cachecert-backend", default="local", metavar="NAME",
-                help=f"how services are started (available: {', '.join(BACKENDS)}; default local)")
+                help="how services are started: local processes (default) or another harness backend (docker)")
     g.addoption("--cachecert-time-limit", type=float, default=None, metavar="SECONDS",
                 help="seconds of load per cachecert run when the marker gives none (default: the workload's)")
     g.addoption("--cachecert-report-dir", default=None, metavar="DIR",
@@ -66,14 +66,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="services of the session cluster, e.g. redis,postgres (default: what the markers need)")
 
 
+def backends() -> tuple[str, ...]:
+    from harness import cluster
+
+    return tuple(getattr(cluster, "BACKENDS", ("local",)))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "cachecert(workload, strategy=None, faults=None, time_limit=None, seed=None, params=None, ...): "
         "run the cachecert workload for this test; the test fails unless the verdict is valid")
     backend = config.getoption("--cachecert-backend", default="local")
-    if backend not in BACKENDS:
-        raise pytest.UsageError(f"--cachecert-backend {backend!r} is not available (valid: {', '.join(BACKENDS)})")
+    if backend != "local":  # importing the cluster module only when a non-default backend is asked for
+        valid = backends()
+        if backend not in valid:
+            raise pytest.UsageError(f"--cachecert-backend {backend!r} is not available (valid: {', '.join(valid)})")
     t = config.getoption("--cachecert-time-limit", default=None)
     if t is not None and t <= 0:
         raise pytest.UsageError(f"--cachecert-time-limit must be > 0, got {t:g}")
@@ -188,6 +196,8 @@ def report_dir(config: pytest.Config) -> Path:
 def cachecert_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The session's embedded cluster (Redis, PostgreSQL[, Kafka] behind Toxiproxy), started on first use."""
     from harness.cluster import ALL_SERVICES, Cluster, ClusterError
+    from harness.paths import MissingBinary
+    from harness.services import ServiceError
 
     config = request.config
     opt = config.getoption("--cachecert-services")
@@ -197,10 +207,16 @@ def cachecert_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
         needed = config.stash.get(_SERVICES, set()) or {"redis", "postgres"}
         services = tuple(s for s in ALL_SERVICES if s in needed)
     try:
-        cluster = Cluster(services=services, name=f"pytest-cachecert-{tmp_path_factory.getbasetemp().name}")
+        backend = config.getoption("--cachecert-backend")
+        extra = {"backend": backend} if backend != "local" else {}
+        # short: PostgreSQL's socket path under the cluster dir must stay below 108 bytes
+        cluster = Cluster(services=services, name=f"pytest-{os.getpid()}", **extra)
     except ClusterError as e:
         raise pytest.UsageError(f"--cachecert-services: {e}") from None
-    cluster.up()
+    try:
+        cluster.up()
+    except (ClusterError, ServiceError, MissingBinary) as e:
+        pytest.fail(f"cachecert: the {','.join(services)} cluster did not start: {e}", pytrace=False)
     try:
         yield cluster
     finally:
