@@ -132,6 +132,8 @@ def validate(op: Any, where: str) -> Op:
         raise HistoryError(f"{where}: time_ns must be an integer, got {op['time_ns']!r}")
     if not isinstance(op["index"], int) or isinstance(op["index"], bool):
         raise HistoryError(f"{where}: index must be an integer, got {op['index']!r}")
+    if not isinstance(op["process"], (int, str)) or isinstance(op["process"], bool):
+        raise HistoryError(f"{where}: process must be an integer or a name, got {op['process']!r}")
     return op
 
 

@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +31,7 @@ def _valid(n: int = 6) -> list[dict]:
 
 
 def _lines(ops: list[dict]) -> list[bytes]:
-    return [orjson.dumps(o) for o in ops]
+    return [json.dumps(o).encode() for o in ops]
 
 
 def _read_all(path: Path) -> list[dict]:
