@@ -150,8 +150,13 @@ def check_schema(history: list[dict[str, Any]], bucket_ms: float = 250, toleranc
         sel = [o for o in load if a <= o["time_ns"] < b]
         return round(sum(bool(o.get("hit")) for o in sel) / len(sel), 4) if sel else None
 
+    # baseline: the warm steady state before the first step (or, in short runs where the first step
+    # comes less than a second after the warm-up, the one before the migration)
+    warm = t_start + int(warmup_s * 1e9)
     base_end = first_step if first_step is not None else t_end
-    baseline = rate(t_start + int(warmup_s * 1e9), base_end) or rate(t_start, base_end)
+    if base_end - warm < 1e9 and t_migrate is not None:
+        base_end = t_migrate
+    baseline = rate(warm, base_end) or rate(t_start, base_end)
     out: dict[str, Any] = {
         "valid": not old, "old_schema_reads": len(old), "critical_missing": len(critical),
         "reads": len(load), "hit_rate_overall": rate(t_start, t_end + 1), "hit_rate_baseline": baseline,
