@@ -56,12 +56,17 @@ def test_rollback_still_exposes_the_value_while_the_db_call_hangs(cluster: Clust
 
 
 def test_write_behind_loses_acknowledged_writes_when_redis_dies(cluster: Cluster, tmp_path: Path) -> None:
-    res = _run(cluster, tmp_path, "write-behind", "redis-kill-buffered", time_limit=4.0)
+    res = _run(cluster, tmp_path, "write-behind", "redis-kill-buffered-end", time_limit=4.0,
+               checkers=["db-truth", "durability"])
     _verified(res)
     truth = res["checkers"]["db-truth"]
     assert truth["valid"] is False and truth["lost_writes"] > 20, truth["explanation"]
     assert {a["type"] for a in truth["anomalies"]} == {"lost-write"}
     assert truth["aborted_reads"] == 0
+    if "durability" in res["checkers"]:  # the shared checker, from the final DB state alone
+        dur = res["checkers"]["durability"]
+        assert dur["valid"] is False and dur["lost"] > 20, dur
+        assert {a["type"] for a in dur["anomalies"]} == {"lost-write"}
 
 
 # -- negative controls ---------------------------------------------------------------------

@@ -339,6 +339,9 @@ WORKLOAD = Workload(
         "db-down": "down:postgres@20%+50%",
         # write-behind: Redis dies while the DB is down, so the buffer holds acknowledged writes
         "redis-kill-buffered": "down:postgres@15%+50%;kill:redis@45%+10%",
+        # ... and stays dead to the end, so the lost writes are the last ones to their keys: the
+        # final DB state alone (the shared durability checker) shows them too
+        "redis-kill-buffered-end": "down:postgres@20%+80%;kill:redis@60%+40%",
         # write-behind follow-up: a DB outage, then the buffered writes replay
         "db-outage-replay": "down:postgres@20%+40%",
     },
