@@ -54,8 +54,11 @@ def _line(text: str, pos: int) -> int:
     return text.count("\n", 0, pos) + 1
 
 
-def parse_edn(text: str, where: str = "<edn>") -> list[tuple[Any, int]]:
-    """Parse ``text`` into a list of (top-level form, start offset). Errors name ``where:line``."""
+def parse_edn(text: str, where: str = "<edn>", item_offsets: list[int] | None = None) -> list[tuple[Any, int]]:
+    """Parse ``text`` into a list of (top-level form, start offset). Errors name ``where:line``.
+
+    ``item_offsets``, if given, receives the start offset of every element of top-level collections.
+    """
     out: list[tuple[Any, int]] = []
     stack: list[_Frame] = []
     pending_tag: list[tuple[str, int]] = []  # (tag, stack depth) waiting for their form
@@ -76,6 +79,8 @@ def parse_edn(text: str, where: str = "<edn>") -> list[tuple[Any, int]]:
             return
         if stack:
             stack[-1].items.append(value)
+            if item_offsets is not None and len(stack) == 1:
+                item_offsets.append(at)
         else:
             out.append((value, at))
 
@@ -176,20 +181,19 @@ def read_edn_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def edn_to_history(text: str, where: str = "<edn>") -> list[dict[str, Any]]:
-    forms = parse_edn(text, where)
+    item_offsets: list[int] = []
+    forms = parse_edn(text, where, item_offsets)
     if not forms:
         raise HistoryError(f"{where}:1: empty file: no history")
     if len(forms) == 1 and isinstance(forms[0][0], list):
         body = forms[0][0]
-        offsets = None
-        base = forms[0][1]
+        offsets = item_offsets
     else:
         body = [f for f, _ in forms]
         offsets = [o for _, o in forms]
-        base = 0
     ops: list[dict[str, Any]] = []
     for i, m in enumerate(body):
-        at = offsets[i] if offsets is not None else base
+        at = offsets[i] if i < len(offsets) else 0
         if not isinstance(m, dict):
             what = "a vector" if isinstance(m, list) else type(m).__name__ if not isinstance(m, str) else repr(str(m))
             raise HistoryError(f"{where}:{_line(text, at)}: op {i}: expected a map like "
@@ -204,10 +208,10 @@ def edn_to_history(text: str, where: str = "<edn>") -> list[dict[str, Any]]:
                 op[ks] = plain(v)
         for field in ("process", "type", "f"):
             if field not in op:
-                raise HistoryError(f"{where}:{_at_line(text, at, body, i, offsets)}: op {i} has no :{field}: "
+                raise HistoryError(f"{where}:{_line(text, at)}: op {i} has no :{field}: "
                                    "not a Jepsen history op")
         if op["type"] not in TYPES:
-            raise HistoryError(f"{where}:{_at_line(text, at, body, i, offsets)}: op {i}: unknown :type "
+            raise HistoryError(f"{where}:{_line(text, at)}: op {i}: unknown :type "
                                f"{op['type']!r} (expected one of {', '.join(TYPES)})")
         op.setdefault("value", None)
         if "index" not in op or not isinstance(op["index"], int):
@@ -216,25 +220,3 @@ def edn_to_history(text: str, where: str = "<edn>") -> list[dict[str, Any]]:
         op["time_ns"] = t if isinstance(t, int) else i
         ops.append(op)
     return ops
-
-
-def _at_line(text: str, at: int, body: list[Any], i: int, offsets: list[int] | None) -> int:
-    if offsets is not None:
-        return _line(text, at)
-    # inside one top-level vector: find the i-th map by scanning for top-level '{' occurrences is
-    # costly; approximate with the i-th '{' at depth 1 of the vector
-    depth = 0
-    count = -1
-    for mo in re.finditer(r'"(?:[^"\\]|\\.)*"|;[^\n]*|[\[\]\{\}\(\)]|#\{', text):
-        tok = mo.group()
-        if tok[0] in '";':
-            continue
-        if tok in ("[", "(", "{", "#{"):
-            depth += 1
-            if depth == 2 and tok == "{":
-                count += 1
-                if count == i:
-                    return _line(text, mo.start())
-        else:
-            depth -= 1
-    return _line(text, at)
