@@ -120,7 +120,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
+CLUSTER_COMMANDS = ("up", "status", "down")
+
+
+def build_parser(extensions: bool = True) -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     p = _Parser(prog="cachecert", description="Jepsen-style consistency harness for caching strategies")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
     handlers: dict[str, Handler] = {}
@@ -142,7 +145,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Handler]]:
     dn.add_argument("--force", action="store_true", help="also stop clusters of runs still alive")
     handlers["down"] = cmd_down
 
-    for register in _extensions():
+    for register in _extensions() if extensions else ():
         register(sub, handlers)
     return p, handlers
 
@@ -172,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     from harness.cluster import ClusterError
     from harness.services import ServiceError
 
-    parser, handlers = build_parser()
+    # up/status/down need none of the other subcommands' modules (checkers, workloads, numpy,
+    # networkx: seconds of imports on a loaded machine): `cachecert down` in a CI cleanup step and
+    # the tests' many CLI calls stay fast
+    words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    parser, handlers = build_parser(extensions=not words or words[0] not in CLUSTER_COMMANDS)
     args = parser.parse_args(argv)
     try:
         return handlers[args.cmd](args)
