@@ -1,0 +1,1 @@
+"""Benchmarks: figures and ratios printed against targets, never timed asserts (`make bench`)."""
