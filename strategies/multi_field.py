@@ -249,9 +249,14 @@ class ReadLock(_MultiField):
         if not got:
             raise DefiniteFailure(f"read lock on {key} busy for {self.wait:g} s")
         try:
-            return self._read_fields(key) | {"lock_wait_ms": round(waited * 1000, 2)}
-        finally:
+            res = self._read_fields(key)
+        except BaseException:
             self._release(keys=[lk], args=[token])
+            raise
+        # released by us = still held at the end of the read; otherwise it expired mid-read and an
+        # invalidation may have torn it (reported, so a run shows when lock_ttl is too short)
+        held = bool(self._release(keys=[lk], args=[token]))
+        return res | {"lock_wait_ms": round(waited * 1000, 2), "lock_lost": not held}
 
     def write(self, key: str, value: Any) -> dict[str, Any]:
         version = self._db_write(key, value)

@@ -76,6 +76,16 @@ def test_versioned_keys_without_gc_grow_without_bound(cluster: Cluster, tmp_path
     assert torn == 0
 
 
+def test_a_read_lock_shorter_than_the_read_expires_and_the_read_tears(cluster: Cluster, tmp_path: Path) -> None:
+    # passes validation (lock_ttl > fetch_timeout) but four 10 ms field reads outlive a 20 ms lock
+    res, torn, reads = _run(cluster, tmp_path, "read-lock", faults="latency:redis:ms=10@5%+90%",
+                            params={"lock_ttl": 0.02, "fetch_timeout": 0.01})
+    history = load_history(Path(res["run_dir"]) / "history.jsonl")
+    assert sum(bool(o.get("lock_lost")) for o in history if o["type"] == "ok") > reads / 2
+    assert torn > 5, (torn, reads)
+    _integrity(res, torn=True)
+
+
 # -- negative controls ---------------------------------------------------------------------
 @pytest.mark.parametrize(("strategy", "params"), [("atomic-replace", {}), ("read-lock", {})])
 def test_atomic_reads_and_read_locks_never_tear(cluster: Cluster, tmp_path: Path, strategy: str,
