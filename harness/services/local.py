@@ -58,16 +58,16 @@ class PostgresService(ProcessService):
         self.data = self.dir / "data"
 
     def _chown(self, path: Path) -> None:
-        if self.run_as:
-            shutil.chown(path, self.run_as, self.run_as)
-            for p in path.rglob("*"):
-                shutil.chown(p, self.run_as, self.run_as)
+        if self.run_as:  # one chown -R: a Python walk over ~1000 files was most of the copy's cost
+            subprocess.run(["chown", "-R", f"{self.run_as}:{self.run_as}", str(path)], check=True,
+                           capture_output=True, timeout=60)
 
     def _template(self) -> Path | None:
         """An initdb'd data directory, made once per PostgreSQL version and copied per cluster."""
         initdb = paths.pg_bin("initdb")
         version = Path(initdb).parents[1].name
-        tpl = paths.CACHE / f"pg-template-{version}"
+        # 1 MB WAL segments (not 16): the per-cluster copy is 28 MB instead of 39 MB
+        tpl = paths.CACHE / f"pg-template-{version}-wal1"
         if (tpl / "PG_VERSION").exists():
             return tpl
         tmp = paths.CACHE / f"pg-template-{version}.tmp-{uuid.uuid4().hex[:6]}"
@@ -75,7 +75,7 @@ class PostgresService(ProcessService):
         (tmp.parent).chmod(0o755)
         self._chown(tmp)
         res = subprocess.run([initdb, "-D", str(tmp), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                              "--no-sync", "--locale=C"], capture_output=True, text=True,
+                              "--no-sync", "--locale=C", "--wal-segsize=1"], capture_output=True, text=True,
                              user=self.run_as, timeout=120)
         if res.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -95,7 +95,10 @@ class PostgresService(ProcessService):
         if self.run_as and subprocess.run(["test", "-x", str(self.dir)], user=self.run_as).returncode != 0:
             raise ServiceError(f"postgres: the {self.run_as} user cannot reach {self.dir} (a parent directory is "
                                "not searchable); set CACHECERT_STATE_DIR to a directory under /tmp")
-        shutil.copytree(self._template(), self.data, symlinks=True)
+        res = subprocess.run(["cp", "-a", str(self._template()), str(self.data)], capture_output=True, text=True,
+                             timeout=120)
+        if res.returncode != 0:
+            raise ServiceError(f"postgres: cannot copy the initdb template: {res.stderr.strip()[-300:]}")
         self.dir.chmod(0o755)
         self.data.chmod(0o700)
         self._chown(self.dir)
