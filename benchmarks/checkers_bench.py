@@ -11,10 +11,14 @@ must contain a known amount of staleness so the checkers do real work, not just 
 applied in that order to a per-key register, and a share of cache reads return the version that
 was current some tens of ms earlier (stale reads, bounded).
 
+First the Knossos conformance corpus (../shared/conformance/knossos, 122 Jepsen histories) through
+the general linearizability search: total and per-file time (target: whole corpus < 20 s).
+
 Each measurement runs in a fresh interpreter that loads the history from disk with
 ``harness.history.load_history`` (as ``check_history`` does), runs every checker through
 ``checkers.run_one`` and reports the wall time per checker and the peak RSS of that process.
-Figures, not asserts.
+Wall time is printed beside CPU time: on a shared 2-core machine wall time mostly measures the
+neighbours. Figures, not asserts.
 """
 
 from __future__ import annotations
@@ -202,6 +206,42 @@ def measure(path: str, names: list[str]) -> dict[str, Any]:
     return out
 
 
+def corpus_bench(show: int = 10) -> dict[str, Any] | None:
+    """The Knossos corpus through the general linearizability search: per file and total."""
+    from checkers.corpus import cases, check_case, locate
+
+    where = locate()
+    if where is None:
+        print("Knossos corpus not found (../shared/conformance or $CACHECERT_CONFORMANCE): skipped")
+        return None
+    rows = []
+    t_all, c_all = time.perf_counter(), time.process_time()
+    for case in cases(where):
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            r = check_case(case)
+            got = r.get("valid")
+        except Exception as e:  # noqa: BLE001 - a crash is a wrong verdict, shown as such
+            got = f"error: {type(e).__name__}"
+        rows.append((case.file, case.model, time.perf_counter() - t, time.process_time() - c, got, case.expected))
+    wall, cpu = time.perf_counter() - t_all, time.process_time() - c_all
+    right = sum(g is e for *_, g, e in rows)
+    print(f"\nKnossos corpus: {len(rows)} files, total {wall:.2f} s wall / {cpu:.2f} s cpu "
+          f"(target 20 s -> {cpu / 20:.2f} of budget), {right}/{len(rows)} verdicts as expected")
+    by_model: dict[str, list[float]] = {}
+    for _, m, _, c, _, _ in rows:
+        by_model.setdefault(m, []).append(c)
+    for m, xs in sorted(by_model.items()):
+        print(f"  {m:<16}{len(xs):>4} files  {sum(xs):>7.2f} s cpu  max {max(xs):.3f} s")
+    print(f"  slowest {show} files (cpu s, verdict, expected):")
+    for f, _, _, c, g, e in sorted(rows, key=lambda r: -r[3])[:show]:
+        print(f"    {c:>7.3f}  {g!s:<8}{'valid' if e else 'invalid':<8} {f}")
+    wrong = [(f, g, e) for f, _, _, _, g, e in rows if g is not e]
+    for f, g, e in wrong:
+        print(f"  WRONG: {f}: got {g}, expected {'valid' if e else 'invalid'}")
+    return {"files": len(rows), "wall_s": wall, "cpu_s": cpu, "right": right}
+
+
 def run_child(path: Path, names: list[str]) -> dict[str, Any]:
     p = subprocess.run([sys.executable, "-m", "benchmarks.checkers_bench", "--measure", str(path),
                         "--checkers", ",".join(names)], capture_output=True, text=True,
@@ -232,12 +272,15 @@ def main() -> int:
     ap.add_argument("--checkers", default=",".join(MINE))
     ap.add_argument("--quick", action="store_true", help="small sizes only (smoke test)")
     ap.add_argument("--no-table", action="store_true")
+    ap.add_argument("--no-corpus", action="store_true")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     a = ap.parse_args()
     names = [x for x in a.checkers.split(",") if x]
     if a.measure:
         print(json.dumps(measure(a.measure, names)))
         return 0
+    if not a.no_corpus:
+        corpus_bench()
     big = 100_000 if a.quick else a.ops
     with tempfile.TemporaryDirectory(prefix="checkers-bench-") as tmp:
         d = Path(tmp)
