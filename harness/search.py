@@ -101,8 +101,10 @@ class Candidate:
         return (self.rate or 10_000.0) * self.time_limit
 
     def size(self) -> tuple[float, ...]:
-        """Smaller is simpler: fewer faults, shorter faults, fewer ops, fewer keys, fewer workers."""
-        return (len(self.faults), self.fault_seconds(), self.planned_ops(), self.keys, self.concurrency)
+        """Smaller is simpler: fewer faults, shorter faults, fewer ops, fewer keys, fewer workers, then
+        earlier faults (the order Hypothesis shrinks in)."""
+        starts = round(sum(s.at for s in self.schedule()), 3)
+        return (len(self.faults), self.fault_seconds(), self.planned_ops(), self.keys, self.concurrency, starts)
 
     def describe(self) -> str:
         rate = f"{self.rate:g} ops/s" if self.rate else "unthrottled"
@@ -217,6 +219,7 @@ class SearchOptions:
     max_concurrency: int | None = None
     quiesce: float = 0.3
     op_timeout: float = 0.5
+    checkers: list[str] | None = None  # default: the workload's
     reports: str | None = None
     keep_passing: bool = False  # keep the run directories of passing runs (default: delete them)
 
@@ -228,6 +231,7 @@ class SearchResult:
     params: dict[str, Any]
     op_timeout: float
     quiesce: float
+    checkers: list[str] | None
     found: bool
     first: Trial | None
     minimal: Trial | None
@@ -297,12 +301,11 @@ class Search:
                 faults_mod.parse_item(f"{item}@0+1", opts.time_limit, self.services)
             except FaultError as e:
                 raise SearchError(f"fault menu item {item!r}: {e}") from None
-        conc = base.config.concurrency or 2
+        conc = opts.max_concurrency or base.config.concurrency or 2
         self.space = Space(
             menu=menu, time_limit=opts.time_limit, services=self.services, steps=opts.steps,
             max_faults=opts.max_faults, max_keys=opts.max_keys or wl.keys, mixes=mixes_for(wl.mix),
-            rates=opts.rates or RATES, min_concurrency=min(2, conc),
-            max_concurrency=opts.max_concurrency or conc)
+            rates=opts.rates or RATES, min_concurrency=min(2, conc), max_concurrency=conc)
         stamp = time.strftime("%Y%m%dT%H%M%S")
         root = Path(opts.reports) if opts.reports else None
         from harness import paths
@@ -330,7 +333,7 @@ class Search:
         cfg = RunConfig(workload=self.workload.name, strategy=self.strategy_spec, params=dict(self.opts.params),
                         faults=c.schedule_text or None, time_limit=c.time_limit, concurrency=c.concurrency,
                         rate=c.rate, seed=seed, keys=c.keys, mix=c.mix, op_timeout=self.opts.op_timeout,
-                        quiesce=self.opts.quiesce, reports=str(self.dir / "runs"),
+                        quiesce=self.opts.quiesce, checkers=self.opts.checkers, reports=str(self.dir / "runs"),
                         command=["cachecert", "search", self.workload.name, "(candidate)"])
         try:
             p = prepare(cfg)
@@ -418,7 +421,7 @@ class Search:
         result = SearchResult(
             workload=self.workload.name, strategy=self.strategy_spec or self.strategy_name,
             params=dict(self.opts.params), op_timeout=self.opts.op_timeout, quiesce=self.opts.quiesce,
-            found=minimal is not None,
+            checkers=self.opts.checkers, found=minimal is not None,
             first=self.first_fail, minimal=minimal, hypothesis_shrunk=shrunk, examples=self.examples,
             runs=self.runs, shrink_candidates=self.shrink_candidates, budget_exhausted=self.budget_exhausted,
             flaky=flaky, confirm_fails=sum(r["valid"] is False for r in confirm_runs),
@@ -510,4 +513,5 @@ def replay_command(result: SearchResult, path: Path) -> str:
     params = "".join(f" -p {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in result.params.items())
     return (f"cachecert run {result.workload} -s {shlex.quote(result.strategy)}{params} -t {c.time_limit:g}"
             f" --faults-file {shlex.quote(str(path))} --seed {seed} --keys {c.keys} --mix {c.mix}"
-            f" -c {c.concurrency}{rate} --op-timeout {result.op_timeout:g} --quiesce {result.quiesce:g}")
+            f" -c {c.concurrency}{rate} --op-timeout {result.op_timeout:g} --quiesce {result.quiesce:g}"
+            + "".join(f" --checker {name}" for name in result.checkers or []))

@@ -37,7 +37,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         time_limit=args.time_limit, repeats=args.repeats, confirm=args.confirm,
         confirm_candidates=args.confirm_candidates, shrink_budget=args.shrink_budget, steps=args.steps,
         max_seconds=args.max_seconds, seed=args.seed, max_faults=args.max_faults, menu=args.menu or None,
-        rates=rates, max_keys=args.max_keys, max_concurrency=args.max_concurrency, reports=args.reports,
+        rates=rates, checkers=args.checkers, max_keys=args.max_keys, max_concurrency=args.max_concurrency, reports=args.reports,
         keep_passing=args.keep_passing)
 
     def show(t: Trial) -> None:
@@ -118,6 +118,8 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
     p.add_argument("--menu", action="append", metavar="KIND:TARGET[:P=V]",
                    help="fault menu item (repeatable; default: the workload's fault menu)")
     p.add_argument("--rates", help="ops/s levels to try, smallest first, 'max' = unthrottled (e.g. 50,200,max)")
+    p.add_argument("--checker", action="append", dest="checkers",
+                   help="checkers that judge each run (repeatable; default: the workload's)")
     p.add_argument("--max-keys", type=int)
     p.add_argument("--max-concurrency", type=int)
     p.add_argument("--reports", help="reports root (default: ./reports)")
