@@ -128,7 +128,7 @@ def test_disabled_proxy_fails_new_connections_fast(cluster: Cluster) -> None:
     t = time.monotonic()
     with pytest.raises(redis.ConnectionError):
         _redis(cluster, timeout=10).ping()
-    assert time.monotonic() - t < 1.0  # refused at once: a crash, not a hang
+    assert time.monotonic() - t < 3.0  # refused at once (vs the 10 s timeout): a crash, not a hang
     cluster.toxiproxy.set_enabled("redis", True)
     assert _redis(cluster).ping() is True
 
@@ -158,7 +158,7 @@ def test_kill_makes_clients_fail_and_restart_brings_redis_back(cluster: Cluster)
         r.ping()  # the live connection is gone too
     t = time.monotonic()
     svc.restart()
-    assert time.monotonic() - t < 5
+    assert time.monotonic() - t < 10
     assert svc.proc.pid != old_pid  # type: ignore[attr-defined]
     fresh = _redis(cluster)
     assert fresh.ping() is True

@@ -125,7 +125,7 @@ def test_unreachable_toxiproxy_raises_at_once() -> None:
         t = time.monotonic()
         with pytest.raises(ToxiproxyError, match="refused"):
             call()
-        assert time.monotonic() - t < 1.0
+        assert time.monotonic() - t < 2.5  # vs the 5 s HTTP timeout
 
 
 def test_wedged_toxiproxy_times_out_instead_of_hanging() -> None:
@@ -139,7 +139,7 @@ def test_wedged_toxiproxy_times_out_instead_of_hanging() -> None:
             t = time.monotonic()
             with pytest.raises(ToxiproxyError):
                 call()
-            assert 0.4 < time.monotonic() - t < 2.5
+            assert 0.4 < time.monotonic() - t < 4.5
 
 
 def test_paused_toxiproxy_server_times_out(cluster: Cluster) -> None:
@@ -150,7 +150,7 @@ def test_paused_toxiproxy_server_times_out(cluster: Cluster) -> None:
         t = time.monotonic()
         with pytest.raises(ToxiproxyError, match="timed out"):
             tp.proxies()
-        assert time.monotonic() - t < 2.5
+        assert time.monotonic() - t < 4.5
     finally:
         svc.resume()
     assert "redis" in tp.proxies()
