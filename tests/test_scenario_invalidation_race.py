@@ -96,11 +96,11 @@ def test_atomic_reads_and_read_locks_never_tear(cluster: Cluster, tmp_path: Path
 
 
 def test_versioned_keys_with_gc_stay_bounded_and_never_tear(cluster: Cluster, tmp_path: Path) -> None:
-    res, torn, reads = _run(cluster, tmp_path, "versioned-keys", params={"gc": "ttl", "gc_grace": 0.3})
+    res, torn, reads = _run(cluster, tmp_path, "versioned-keys", params={"gc": "ttl", "gc_grace": 0.2})
     lv = res["checkers"]["live-versions"]
     assert lv["valid"] is True and not lv["unbounded_growth"], lv["explanation"]
     assert 1 < lv["peak_live_versions"] < lv["samples"] / 3  # old versions live a while, then go
-    assert lv["final_cache_versions_total"] <= 3 * 3  # after quiescence: about one per key
+    assert lv["final_cache_versions_total"] <= 3 * 4  # after quiescence: about one per key
     assert lv["reads_restarted_by_gc"] <= reads * 0.01  # the grace period covers in-flight readers
     assert reads > 100 and torn == 0
     _integrity(res, torn=False)

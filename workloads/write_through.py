@@ -200,15 +200,16 @@ def _quantile(xs: list[float], q: float) -> float:
     return round(xs[min(len(xs) - 1, int(q * len(xs)))], 3)
 
 
-def check_replay(history: list[Op], bucket_s: float = 0.5, lag_ok_s: float = 0.25, bound_s: float | None = None,
+def check_replay(history: list[Op], bucket_s: float = 0.5, bound_s: float | None = None,
                  target: str = "postgres", **_: Any) -> dict[str, Any]:
     """How far DB readers (``read-db``) and cache readers lag the acknowledged writes, around a DB outage.
 
     A read *lags* when some write acknowledged before the read began was committed (eventually) at
     a version above the one the read returned; its lag is the time since the oldest such ack.
     Writes the DB never committed are left to ``db-truth`` (lost writes), not counted as lag. The
-    replay window is how long after the last DB fault ended DB reads still lagged by more than
-    ``lag_ok_s`` (the strategy's normal lag is below that).
+    replay window is how long after the last DB fault ended a DB read still missed a write that was
+    acknowledged *before* that moment (the backlog of the outage; the normal lag of fresh writes
+    does not count).
     """
     log = _commit_log(history)
     if log is None:
@@ -263,12 +264,13 @@ def check_replay(history: list[Op], bucket_s: float = 0.5, lag_ok_s: float = 0.2
             version = log.get(inv["key"], {}).get(_key(comp.get("value")))
         if version is None:
             continue  # a value the DB never committed: db-truth's business
-        lag = 0.0
+        lag, misses_outage = 0.0, False
         if inv["key"] in index:
             versions, suffix_min = index[inv["key"]]
             i = bisect.bisect_right(versions, version)
             if i < len(versions) and suffix_min[i] < t0:
                 lag = t0 - suffix_min[i]
+                misses_outage = heal is not None and suffix_min[i] < heal
         lags[inv["f"]][ph].append(lag)
         pre = "db" if inv["f"] == "read-db" else "cache"
         b[f"{pre}_reads"] += 1
@@ -276,13 +278,13 @@ def check_replay(history: list[Op], bucket_s: float = 0.5, lag_ok_s: float = 0.2
             b[f"{pre}_lagging"] += 1
         if inv["f"] == "read-db":
             b["db_max_lag_s"] = round(max(b["db_max_lag_s"], lag), 3)
-            if ph == "after-heal" and lag > lag_ok_s:
+            if ph == "after-heal" and misses_outage:
                 last_bad = max(last_bad, t0 - heal)  # type: ignore[operator]
                 if len(examples) < 10:
                     examples.append({"type": "stale-read", "key": inv["key"], "ops": [comp["index"]],
                                      "explanation": f"DB read of {inv['key']} at {t0:.3f} s ({t0 - heal:.3f} s after "
                                                     f"the DB came back) returned version {version}, missing a write "
-                                                    f"acknowledged {lag:.3f} s earlier"})
+                                                    f"acknowledged {lag:.3f} s earlier, before the heal"})
 
     def summary(xs: list[float]) -> dict[str, Any]:
         bad = [x for x in xs if x > 0]
@@ -295,7 +297,7 @@ def check_replay(history: list[Op], bucket_s: float = 0.5, lag_ok_s: float = 0.2
         "db_fault_windows": [[round(s, 3), round(e, 3), n] for s, e, n in windows],
         "db_reads": {ph: summary(v) for ph, v in lags["read-db"].items()},
         "cache_reads": {ph: summary(v) for ph, v in lags["read"].items()},
-        "replay_window_s": window, "lag_ok_s": lag_ok_s,
+        "replay_window_s": window,
         "backlog_before_max": backlog_before, "backlog_at_heal": backlog_heal,
         "backlog_drained_after_s": None if backlog_back is None else round(backlog_back, 3),
         "timeline": [{"t": round(k * bucket_s, 3), **v} for k, v in sorted(timeline.items())],
@@ -306,7 +308,7 @@ def check_replay(history: list[Op], bucket_s: float = 0.5, lag_ok_s: float = 0.2
     ch = out["cache_reads"].get("after-heal", {"reads": 0, "lagging": 0})
     out["explanation"] = (
         f"after the DB came back: {ah['lagging']} of {ah['reads']} DB reads missed an acknowledged write (worst lag "
-        f"{ah['max_lag_s']:.3f} s); DB reads lagged more than {lag_ok_s:g} s until {window:.3f} s after the heal; "
+        f"{ah['max_lag_s']:.3f} s); DB reads missed writes acknowledged before the heal until {window:.3f} s after it; "
         f"{ch['lagging']} of {ch['reads']} cache reads lagged"
         + ("" if bound_s is None else f" (bound {bound_s:g} s)")
         + (f"; buffer backlog {backlog_heal} at heal, back to its pre-fault level ({backlog_before}) after "
