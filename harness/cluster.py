@@ -355,11 +355,10 @@ def reap_cluster(d: Path) -> int:
 def down_all(state: Path | None = None, force: bool = False) -> list[tuple[str, int]]:
     """Reap detached clusters and leftovers of killed runs; live runs' clusters only with force."""
     done = []
-    keep: set[str] = set()
-    for rec in list_clusters(state):
+    records = list_clusters(state)
+    for rec in records:
         d = Path(rec["dir"])
         if not force and not rec.get("detached") and owner_alive(rec):
-            keep.add(rec["id"])
             continue  # a live run owns it and will tear it down itself
         n = reap_cluster(d)
         if rec.get("backend") == "docker":
@@ -370,7 +369,7 @@ def down_all(state: Path | None = None, force: bool = False) -> list[tuple[str, 
         done.append((rec["id"], n))
     from harness.services.docker import sweep_orphans
 
-    orphans = sweep_orphans(keep)
+    orphans = sweep_orphans({r["id"] for r in records})
     if orphans:
         done.append(("docker (by label)", orphans))
     return done

@@ -128,6 +128,10 @@ def validate(op: Any, where: str) -> Op:
             raise HistoryError(f"{where}: missing field {field!r}")
     if op["type"] not in TYPES:
         raise HistoryError(f"{where}: unknown op type {op['type']!r} (expected one of {', '.join(TYPES)})")
+    if not isinstance(op["process"], (int, str)) or isinstance(op["process"], bool):
+        raise HistoryError(f"{where}: process must be an integer or a string, got {op['process']!r}")
+    if not isinstance(op["f"], str):
+        raise HistoryError(f"{where}: f must be a string, got {op['f']!r}")
     if not isinstance(op["time_ns"], int) or isinstance(op["time_ns"], bool):
         raise HistoryError(f"{where}: time_ns must be an integer, got {op['time_ns']!r}")
     if not isinstance(op["index"], int) or isinstance(op["index"], bool):

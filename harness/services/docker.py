@@ -118,7 +118,8 @@ class ContainerService:
                 self.image, command=["/bin/sh", "-c", f'exec "$@" >>{self.log_path} 2>&1', "sh", *cmd],
                 detach=True, network_mode="host", user=_numeric_user(self.inner.run_as), volumes=volumes,
                 working_dir=str(self.inner.dir), environment=self.inner.env() or {},
-                labels={LABEL: self.cluster_id, "cachecert.service": self.name},
+                labels={LABEL: self.cluster_id, "cachecert.service": self.name, "cachecert.state": str(paths.STATE),
+                        "cachecert.owner": _owner()},
                 name=f"cachecert-{self.cluster_id}-{self.name}-{int(time.time() * 1000) % 100000}",
             )
         except Exception as e:  # noqa: BLE001 - image missing, daemon error: one line
@@ -232,14 +233,16 @@ def running_containers(cluster_id: str) -> list[Any]:
     return [] if c is None else c.containers.list(filters={"label": f"{LABEL}={cluster_id}"})
 
 
-def sweep_orphans(keep: set[str]) -> int:
-    """Remove every cachecert-labelled container whose cluster is not in ``keep`` (live runs)."""
+def sweep_orphans(known: set[str]) -> int:
+    """Remove cachecert containers of this state dir that no cluster record covers (``known``) and
+    whose owning process is gone: what a killed run left behind. Other state dirs' containers and
+    live runs' containers are never touched."""
     c = _client_or_none()
     if c is None:
         return 0
     n = 0
-    for ctr in c.containers.list(all=True, filters={"label": LABEL}):
-        if ctr.labels.get(LABEL) in keep:
+    for ctr in c.containers.list(all=True, filters={"label": f"cachecert.state={paths.STATE}"}):
+        if ctr.labels.get(LABEL) in known or _owner_alive(ctr.labels.get("cachecert.owner", "")):
             continue
         try:
             ctr.remove(force=True)
@@ -247,3 +250,18 @@ def sweep_orphans(keep: set[str]) -> int:
         except Exception:  # noqa: BLE001
             pass
     return n
+
+
+def _owner() -> str:
+    import os
+
+    from harness.services.base import proc_start_time
+
+    return f"{os.getpid()}:{proc_start_time(os.getpid())}"
+
+
+def _owner_alive(owner: str) -> bool:
+    from harness.services.base import alive, proc_start_time
+
+    pid, _, start = owner.partition(":")
+    return pid.isdigit() and alive(int(pid)) and str(proc_start_time(int(pid))) == start
