@@ -17,6 +17,7 @@ long loops also poll a cooperative deadline (``checkers.ops.check_deadline``).
 
 from __future__ import annotations
 
+import gc
 import signal
 import threading
 import time
@@ -140,11 +141,17 @@ def run_checkers(history: list[dict[str, Any]], names: Iterable[str] | None = No
     options. Returns ``{"valid": merged, "checkers": {name: result}}``."""
     opts = opts or {}
     results: dict[str, Any] = {}
+    # the checkers allocate millions of small objects while a big history is alive: the cyclic GC
+    # would rescan all of it again and again (measured: 3x slower); nothing here makes cycles
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         for name in (list(CHECKERS) if names is None else names):
             results[name] = run_one(name, history, opts.get(name))
     finally:
         clear_memo()
+        if gc_was_enabled:
+            gc.enable()
     return {"valid": merge(r.get("valid") for r in results.values()), "checkers": results}
 
 

@@ -122,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
             lin = opts.setdefault("linearizable", {})
             lin.setdefault("model", model)
             lin.setdefault("nil_reads_any", True)
+            lin.setdefault("order", "index")  # Jepsen: the history's order is the real-time order
             if initial is None and model == "multi-register":
                 initial = {}
         else:

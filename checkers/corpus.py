@@ -69,6 +69,7 @@ def cases(corpus: Path) -> list[Case]:
 def check_case(case: Case, **opts: Any) -> dict[str, Any]:
     history = read_edn_history(case.path)
     try:
-        return linearizable.check(history, model=case.model, initial=case.initial, nil_reads_any=True, **opts)
+        return linearizable.check(history, model=case.model, initial=case.initial, nil_reads_any=True,
+                                  order="index", **opts)
     finally:
         clear_memo()

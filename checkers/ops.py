@@ -14,6 +14,7 @@ written). Nemesis ops (``process: "nemesis"``) are kept aside as fault windows.
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -117,6 +118,16 @@ def pair(history: list[dict[str, Any]] | Iterable[dict[str, Any]], *, strict: bo
         hit = _MEMO.get("h")
         if hit is not None and hit[0] is history and hit[1] == len(history) and hit[2] == strict:
             return hit[3]
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # millions of new objects, no cycles: spare the collector's rescans
+    try:
+        return _pair(history, strict)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _pair(history: list[dict[str, Any]] | Iterable[dict[str, Any]], strict: bool) -> Paired:
     ops: list[Op] = []
     nemesis: list[dict[str, Any]] = []
     outstanding: dict[Any, Op] = {}
