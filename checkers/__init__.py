@@ -131,6 +131,8 @@ def run_one(name: str, history: list[dict[str, Any]], opts: dict[str, Any] | Non
         res["valid"] = "unknown"
     if res["valid"] is False:
         res.setdefault("anomalies", [])
+    if "anomalies" in res:
+        res.setdefault("anomaly_count", len(res["anomalies"]))
     res.setdefault("elapsed_s", round(elapsed, 3))
     return res
 

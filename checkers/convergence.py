@@ -20,7 +20,8 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
           max_converge_ms: float | None = None, max_anomalies: int = 100, **_: Any) -> dict[str, Any]:
     """Result: ``keys_checked``, ``diverged`` (count of key/node views that differ from the DB),
     ``unchecked_keys``, ``last_fault_stop_s``, ``time_to_converge_ms``, ``anomalies`` of type
-    ``not-converged`` (and ``slow-convergence`` when over ``max_converge_ms``)."""
+    ``divergent`` (a node's cache differs from the DB after heal; and ``slow-convergence`` when over
+    ``max_converge_ms``)."""
     paired = pair(history)
     kvs = key_versions(paired, initial=initial, initial_version=initial_version)
     checked = diverged = 0
@@ -44,14 +45,15 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
                 last_per_node[r.node] = r
         checked += 1
         for node, r in last_per_node.items():
-            if hashable(r.value) == fh:
+            rv, fv = read_version(kv, r), read_version(kv, fin)
+            if hashable(r.value) == fh and (rv is None or fv is None or rv == fv):
                 continue
             diverged += 1
             if len(anomalies) < max_anomalies:
                 where = f"node {node}'s cache" if node is not None else "the cache"
                 src = " (a cache hit)" if r.hit or r.source == "cache" else ""
                 anomalies.append(anomaly(
-                    "not-converged", key, [r, fin],
+                    "divergent", key, [r, fin],
                     f"After the run healed and quiesced, {where} returned {key} = "
                     f"{vtext(r.value, read_version(kv, r))}{src} at {secs(r.t0)}, while the DB holds "
                     f"{vtext(fin.value, read_version(kv, fin))}: the cache did not converge.", node=node))
@@ -74,6 +76,7 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
                 f"The last fault ended at {secs(last_stop)}, but process {worst.process} still read a stale "
                 f"{worst.key} until {secs(worst.t1)}: {ttc:g} ms to converge, over the {max_converge_ms:g} ms bound."))
     out["time_to_converge_ms"] = ttc
+    out["anomaly_count"] = diverged + sum(1 for a in anomalies if a["type"] == "slow-convergence")
     if anomalies:
         out["valid"] = False
         out["anomalies"] = anomalies

@@ -62,6 +62,7 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
                     f"write was lost."))
     out: dict[str, Any] = {"acknowledged": acked, "lost": lost, "keys_checked": checked,
                            "unchecked_keys": len(unchecked)}
+    out["anomaly_count"] = lost
     if lost:
         out["valid"] = False
         out["anomalies"] = anomalies

@@ -6,7 +6,7 @@ outlives a schema migration can serve the old format as if it were valid (scenar
 about versions of a key; both are about the *shape* of one read. A write writes a unique int w and
 stores ``{field: w for each field}``; a read returns a dict field -> int|None. A read whose fields
 come from different writes (or are partly missing) is torn. With ``required_fields``, an ok read
-whose object lacks one of them — and did not flag itself ``"valid_object": false`` — is an
+whose object lacks one of them (or has it None) — and did not flag itself ``"valid_object": false`` — is an
 old-schema object returned as valid.
 """
 
@@ -40,7 +40,9 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
         if isinstance(v, dict):
             vals = {x for x in v.values() if x is not None}
             missing = [f for f, x in v.items() if x is None]
-            if len(vals) > 1 or (vals and missing):
+            # partly-missing fields are torn only when no schema is given; with required_fields a
+            # None required field is an old-schema object (e.g. a field added by a migration)
+            if len(vals) > 1 or (vals and missing and not req):
                 torn += 1
                 if len(anomalies) < max_anomalies:
                     shown = ", ".join(f"{f}: {'nil' if x is None else x}" for f, x in sorted(v.items(), key=str))
@@ -51,7 +53,7 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
                         f"Process {op.process} read {op.key}{_src(op)} at {secs(op.t0)} and got {{{shown}}}: {why} "
                         f"— a torn read.", fields=v))
             if req and not flagged_invalid:
-                lacking = [f for f in req if f not in v]
+                lacking = [f for f in req if v.get(f) is None]
                 if lacking:
                     old += 1
                     if len(anomalies) < max_anomalies:
@@ -69,6 +71,7 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
                     f"the required field(s) {', '.join(map(str, req))} — an old-schema value returned as valid."))
     out: dict[str, Any] = {"reads": n, "torn": torn, "old_schema": old, "required_fields": req}
     out["valid"] = not (torn or old)
+    out["anomaly_count"] = torn + old
     if not out["valid"]:
         out["anomalies"] = anomalies
     return out

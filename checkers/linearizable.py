@@ -381,6 +381,7 @@ def check(history: list[dict[str, Any]], *, model: str = "register", initial: An
     if found_bad:
         out["valid"] = False
         out["anomalies"] = [_explain(bad_key, specs[bad_key], results[bad_key], model)]
+        out["anomaly_count"] = 1  # the search stops at the first key it cannot linearize
         out["unchecked_keys"] = sum(1 for r in results.values() if r.valid == "unknown")
     elif unknown:
         out["valid"] = "unknown"

@@ -84,6 +84,7 @@ def check(history: list[dict[str, Any]], *, bucket_s: float | None = None, min_h
         anomalies.append(anomaly("fail-rate", None, [], f"{out['fail_rate']:.1%} of operations failed or timed out, "
                                                         f"over the {max_fail_rate:.1%} threshold."))
     out["valid"] = not anomalies
+    out["anomaly_count"] = len(anomalies)
     if anomalies:
         out["anomalies"] = anomalies
     return out

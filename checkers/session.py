@@ -19,7 +19,8 @@ def _src(op: Any) -> str:
 
 def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version: int = 0,
           max_anomalies: int = 100, **_: Any) -> dict[str, Any]:
-    """Result: ``read_your_writes`` and ``monotonic_reads`` ({valid, violations}), ``processes``,
+    """Result: ``read_your_writes`` and ``monotonic_reads`` (booleans) with ``*_violations`` counts,
+    ``processes``,
     ``anomalies`` of types ``read-your-writes`` and ``non-monotonic-read``."""
     paired = pair(history)
     kvs = key_versions(paired, initial=initial, initial_version=initial_version)
@@ -71,9 +72,12 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
     mono = counts["non-monotonic-read"]
     out: dict[str, Any] = {
         "processes": len(procs),
-        "read_your_writes": {"valid": ryw == 0, "violations": ryw},
-        "monotonic_reads": {"valid": mono == 0, "violations": mono},
+        "read_your_writes": ryw == 0,
+        "monotonic_reads": mono == 0,
+        "read_your_writes_violations": ryw,
+        "monotonic_reads_violations": mono,
         "counts": counts,
+        "anomaly_count": ryw + mono,
         "valid": ryw == 0 and mono == 0,
     }
     if not out["valid"]:

@@ -94,8 +94,9 @@ def check(history: list[dict[str, Any]], *, bound_ms: float | None = None, bound
     """Staleness figures and the bounded-staleness verdict (valid if no bound is given).
 
     Result fields: ``reads`` (reads of known version), ``stale_reads``, ``max_staleness_ms``,
-    ``staleness_quantiles_ms``, ``k_staleness`` (versions behind -> count), ``t_visibility``
-    ([t_ms, P(seen)] points), ``visible_within`` ([{delta_ms, share}]), ``worst_per_key``,
+    ``staleness_quantiles_ms``, ``k_staleness`` = ``k_histogram`` (versions behind -> count),
+    ``t_visibility`` ([{t_ms, p, n}] points), ``visible_within`` ({Δ ms: share of writes seen by
+    every read that began Δ after the write's ack}), ``worst_per_key``,
     ``stale_intervals_ms`` (sampled), ``bound_ms``, ``over_bound``, ``anomalies``.
     """
     paired = pair(history)
@@ -149,6 +150,7 @@ def check(history: list[dict[str, Any]], *, bound_ms: float | None = None, bound
     out["k_staleness"] = {str(k): k_hist[k] for k in kk if k < 10}
     if any(k >= 10 for k in kk):
         out["k_staleness"]["10+"] = sum(k_hist[k] for k in kk if k >= 10)
+    out["k_histogram"] = out["k_staleness"]
     # t-visibility: P(read sees the latest acked write | it began >= t after that ack)
     ages.sort()
     age_t = [a for a, _ in ages]
@@ -160,11 +162,11 @@ def check(history: list[dict[str, Any]], *, bound_ms: float | None = None, bound
         i = bisect_left(age_t, t * 1e6)
         n = len(ages) - i
         if n:
-            curve.append([t, round(seen_suffix[i] / n, 6), n])
+            curve.append({"t_ms": t, "p": round(seen_suffix[i] / n, 6), "n": n})
     out["t_visibility"] = curve
     lags.sort()
-    out["visible_within"] = [{"delta_ms": d, "share": round(bisect_right(lags, d * 1e6) / len(lags), 6) if lags else 1.0}
-                             for d in deltas_ms]
+    out["visible_within"] = {str(d): round(bisect_right(lags, d * 1e6) / len(lags), 6) if lags else 1.0
+                             for d in deltas_ms}
     out["writes"] = len(lags)
     worst.sort(key=lambda x: -x[0])
     out["worst_per_key"] = [{"key": k, "ms": round(st / 1e6, 3), "op": r.index,
@@ -184,6 +186,7 @@ def check(history: list[dict[str, Any]], *, bound_ms: float | None = None, bound
         out["note"] = "no bound given: figures only"
         return out
     out["over_bound"] = n_over
+    out["anomaly_count"] = n_over
     if not n_over:
         out["valid"] = True
         return out

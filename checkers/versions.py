@@ -290,6 +290,7 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
         unversioned += unk
     out: dict[str, Any] = {"keys": len(kvs), "counts": counts, "unversioned_writes": unversioned,
                            "method": method, "time_s": round(time.monotonic() - t0, 4)}
+    out["anomaly_count"] = sum(counts.values())
     if counts:
         out["valid"] = False
         out["anomalies"] = anomalies
