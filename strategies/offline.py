@@ -31,7 +31,8 @@ edit (the user's edit stays on screen until it is uploaded).
                          ``client-wins``: the local edit replaces it, the server's value is kept in
                          ``sync_conflicts``); either way the conflict is recorded, never silent
 
-The first three upload blindly (last upload wins): an offline edit based on version 5 overwrites a
+Uploads are idempotent (a retried upload whose first attempt committed is not applied twice; edits
+are unique values, as an edit id would be). The first three upload blindly (last upload wins): an offline edit based on version 5 overwrites a
 server edit at version 6 it never saw, and nothing records it — the lost edit the checker looks for.
 """
 
@@ -283,6 +284,12 @@ class _Replica:
         def tx(conn: psycopg.Connection[Any]) -> tuple[dict[str, Any], bool]:
             with conn.transaction():
                 cur_value, cur_version, cur_vv = _current(conn, key)
+                if cur_value == value and cur_version > base:
+                    # a retry of an upload that committed but whose reply was lost (the link reset):
+                    # idempotent, since every edit's value is unique
+                    ts = conn.execute("select updated_at::text from items where key = %s", (key,)).fetchone()
+                    return {"key": key, "value": cur_value, "version": cur_version, "vv": cur_vv,
+                            "ts": ts[0] if ts else ""}, False
                 if not self.vectors or dominates(vv, cur_vv):
                     new_vv = {k: max(vv.get(k, 0), cur_vv.get(k, 0)) for k in {*vv, *cur_vv}}
                     v, ts = _commit(conn, key, value, new_vv, base, self.me)

@@ -129,10 +129,19 @@ def check_lost_edits(history: list[dict[str, Any]], max_anomalies: int = 20, **_
         log = sorted(fin["log"], key=lambda r: r[0])
         for _version, value, _base, _origin in log:
             in_log.add((key, value))
-        for (u, value, _b, origin), (_v, nvalue, nbase, norigin) in zip(log, log[1:], strict=False):
-            e = local.get(value) or server.get(value)
-            if e is None or e["key"] != key:
+        # consecutive versions with the same value are one edit applied twice (a retried upload):
+        # the edit first appeared at the run's first version, and the next *different* value decides
+        runs: list[tuple[int, Any, str, tuple[int, Any, int, str] | None]] = []
+        for i, (u, value, _b, origin) in enumerate(log):
+            if runs and runs[-1][1] == value:
                 continue
+            nxt = next((r for r in log[i + 1:] if r[1] != value), None)
+            runs.append((u, value, origin, nxt))
+        for u, value, origin, nxt in runs:
+            e = local.get(value) or server.get(value)
+            if e is None or e["key"] != key or nxt is None:
+                continue
+            nversion, nvalue, nbase, norigin = nxt
             if nbase >= u:
                 continue  # the next version's editor had seen this one: a deliberate overwrite
             if value in losers[key]:
@@ -140,7 +149,7 @@ def check_lost_edits(history: list[dict[str, Any]], max_anomalies: int = 20, **_
                 continue
             lost.append({"edit": e, "kind": "overwritten", "explanation":
                          f"{key}: the {'server' if origin == 'server' else 'replica ' + origin[1:]} edit {value} "
-                         f"(acknowledged at {e['t'] / 1e9:.3f} s) committed as version {u}, then version {u + 1} = "
+                         f"(acknowledged at {e['t'] / 1e9:.3f} s) committed as version {u}, then version {nversion} = "
                          f"{nvalue} from {'the server' if norigin == 'server' else 'replica ' + str(norigin)[1:]} "
                          f"overwrote it based on version {nbase}: that editor never saw {value}, and no conflict was "
                          f"recorded — the edit vanished silently"})
@@ -187,14 +196,14 @@ WORKLOAD = Workload(
     plans={
         "none": "",
         "offline": OFFLINE,
-        "flaky": "reset_peer:redis.sync0:timeout=200@20%+30%;reset_peer:postgres.sync0:timeout=200@20%+30%;"
+        "flaky": "reset_peer:redis.sync0:ms=200@20%+30%;reset_peer:postgres.sync0:ms=200@20%+30%;"
                  "down:redis.sync0@60%+20%;down:postgres.sync0@60%+20%",
         "push-lost": "down:redis.sync0@20%+60%",
         "conflict": "down:redis.sync0@10%+75%;down:postgres.sync0@10%+75%",
     },
     default_plan="offline",
-    fault_menu=["down:redis.sync0", "down:postgres.sync0", "reset_peer:redis.sync0:timeout=200",
-                "reset_peer:postgres.sync0:timeout=200", "partition:redis.sync0", "latency:redis.sync0:ms=200"],
+    fault_menu=["down:redis.sync0", "down:postgres.sync0", "reset_peer:redis.sync0:ms=200",
+                "reset_peer:postgres.sync0:ms=200", "partition:redis.sync0", "latency:redis.sync0:ms=200"],
     setup=setup,
     invoke=invoke,
     final_read=final_read,
