@@ -59,9 +59,12 @@ def render(run_dir: str | Path, out: str | Path | None = None, *, write_png: boo
             st.ages_ms, st.source = intervals, "checker"
         bound = staleness_bound(results, config)
         plots.append(F.staleness_plot(data, st, bound))
-        stal_info = (f"{st.stale:,} stale of {st.reads:,} versioned reads that followed a committed write"
-                     f" (computed from the history)" if st.source == "history" else
-                     "staleness figures from the staleness checker")
+        if st.source == "history" or not isinstance(st_result, dict) or "stale_reads" not in st_result:
+            stal_info = (f"{st.stale:,} stale of {st.reads:,} versioned reads that followed a committed write"
+                         " (computed from the history)")
+        else:
+            stal_info = (f"{st_result['stale_reads']:,} stale of {st_result.get('reads', 0):,} reads "
+                         "(figures from the staleness checker)")
         for n, (_, a) in enumerate(picked, 1):
             rows = op_rows(data, _op_indexes(a))
             if rows:
