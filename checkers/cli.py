@@ -70,6 +70,27 @@ def _auto_checkers(history: list[dict[str, Any]]) -> list[str]:
     return names
 
 
+def _run_dir_options(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """Checker options a stored run was judged with: its workload's, then its config's."""
+    try:
+        cfg = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    c = cfg.get("config") or {}
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        import workloads
+
+        wl = workloads.load(c.get("workload"))
+        out = {k: dict(v) for k, v in wl.checker_opts.items()}
+    except Exception:  # noqa: BLE001 - options are a convenience; the history alone still checks
+        pass
+    for k, v in (c.get("checker_opts") or {}).items():
+        if isinstance(v, dict):
+            out.setdefault(k, {}).update(v)
+    return out
+
+
 def _summary(r: dict[str, Any]) -> str:
     if r.get("valid") is False:
         an = r.get("anomalies") or []
@@ -97,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
     from checkers import run_checkers
 
     path = Path(args.path)
+    run_opts: dict[str, dict[str, Any]] = {}
     if path.is_dir():
+        run_opts = _run_dir_options(path)
         path = path / "history.jsonl"
     fmt = args.format or ("jepsen-edn" if path.suffix == ".edn" else "jsonl")
     opts: dict[str, dict[str, Any]] = {}
@@ -128,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             history = load_history(path)
             names = args.checkers or _auto_checkers(history)
+            for n, o in run_opts.items():  # the run's own checker options, under the command line's
+                for k, v in o.items():
+                    opts.setdefault(n, {}).setdefault(k, v)
             opts.setdefault("linearizable", {}).setdefault("model", args.model or "register")
         if initial is not None:
             for n in names:

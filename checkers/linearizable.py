@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from checkers.ops import INF, Op, hashable, pair, vtext
+from checkers.ops import INF, Op, hashable, pair, secs, vtext
 
 MODELS = ("register", "cas-register", "multi-register", "mutex")
 ILLEGAL = object()
@@ -281,35 +281,46 @@ def _state_text(state: Any, model: str, regs: list[str] | None = None) -> str:
     return vtext(state)
 
 
-def _op_text(op: Op) -> str:
+def _op_text(op: Op, key: Any) -> str:
+    k = "" if key is None else f" {key} ="
     if op.f == "read":
-        what = f"read {vtext(op.value)}"
+        what = f"read{k} {vtext(op.value)}"
     elif op.f == "write":
-        what = f"write {vtext(op.value)}"
+        what = f"wrote{k} {vtext(op.value)}"
     elif op.f == "cas" and isinstance(op.value, (list, tuple)) and len(op.value) == 2:
-        what = f"cas {vtext(op.value[0])} -> {vtext(op.value[1])}"
+        what = f"compare-and-set{'' if key is None else ' ' + str(key)} from {vtext(op.value[0])} to {vtext(op.value[1])}"
     else:
-        what = f"{op.f} {vtext(op.value)}"
-    return f"process {op.process}'s {what} (op {op.index})"
+        what = f"did {op.f}{'' if key is None else ' ' + str(key)} {vtext(op.value)}"
+    return f"Process {op.process} {what}"
 
 
-def _explain(key: Any, s: _Spec, res: _Result, model: str) -> dict[str, Any]:
+def _explain(key: Any, s: _Spec, res: _Result, model: str, by_time: bool) -> dict[str, Any]:
     culprit = s.ops[res.culprit] if res.culprit is not None else None
     states = [_state_text(x, model) for x in res.states]
-    obj = "the register" if key is None else f"key {key}"
+    obj = "the register" if key is None else f"{key}"
     if culprit is None:
         expl = f"No order of the operations on {obj} is consistent with the {model} model."
         ops_idx: list[int] = []
     else:
-        concurrent = [o for o in s.ops if o is not culprit and o.index < (culprit.cindex or INF)
-                      and (o.cindex is None or o.type != "ok" or o.cindex > culprit.index)]
-        when = "" if culprit.t0 is None else ""
-        expl = (f"{_op_text(culprit).capitalize()} cannot be linearized{when}: after the longest "
-                f"linearizable prefix ({len(res.prefix)} ops, the last being op "
-                f"{res.prefix[-1] if res.prefix else 'none'}), {obj} could only be "
-                f"{' or '.join(states) if states else 'in no state'}, and no order of the "
-                f"{len(concurrent)} operations concurrent with it lets it "
-                f"{'return what it returned' if culprit.f == 'read' else 'take effect'}.")
+        if by_time:
+            c0, c1 = culprit.t0, culprit.t1
+            concurrent = [o for o in s.ops if o is not culprit and o.t0 <= c1 and o.t1 >= c0]
+            when = f"op {culprit.index}, from {secs(c0)} to {secs(c1)}"
+        else:
+            c0, c1 = culprit.index, culprit.cindex if culprit.cindex is not None else INF
+            concurrent = [o for o in s.ops if o is not culprit and o.index < c1
+                          and (o.cindex is None or o.type != "ok" or o.cindex > c0)]
+            when = f"op {culprit.index}"
+        could = " or ".join(states) if states else "nothing"
+        if not concurrent:
+            rest = "and no operation was concurrent with it to change that"
+        else:
+            goal = f"return {vtext(culprit.value)}" if culprit.f == "read" else "take effect"
+            rest = (f"and no order of the {len(concurrent)} operation{'s' if len(concurrent) != 1 else ''} "
+                    f"concurrent with it lets it {goal}")
+        last = f", ending with op {res.prefix[-1]}" if res.prefix else ""
+        expl = (f"{_op_text(culprit, key)} ({when}), but that cannot be linearized: after the longest "
+                f"linearizable prefix ({len(res.prefix)} ops{last}), {obj} could only hold {could}, {rest}.")
         ops_idx = culprit.ops + [o.index for o in concurrent[:20]]
     return {"type": "nonlinearizable" if model != "mutex" else "mutex-violation", "key": key,
             "ops": sorted(set(ops_idx)), "explanation": expl,
@@ -380,7 +391,7 @@ def check(history: list[dict[str, Any]], *, model: str = "register", initial: An
     }
     if found_bad:
         out["valid"] = False
-        out["anomalies"] = [_explain(bad_key, specs[bad_key], results[bad_key], model)]
+        out["anomalies"] = [_explain(bad_key, specs[bad_key], results[bad_key], model, order == "time")]
         out["anomaly_count"] = 1  # the search stops at the first key it cannot linearize
         out["unchecked_keys"] = sum(1 for r in results.values() if r.valid == "unknown")
     elif unknown:

@@ -39,5 +39,5 @@ def test_rethink_minimal_blames_the_read() -> None:
     case = next(c for c in CASES if c.file.endswith("rethink-fail-minimal.edn"))
     r = corpus.check_case(case)
     a = r["anomalies"][0]
-    assert "read 3" in a["explanation"]
+    assert a["explanation"].startswith("Process 1 read 3 (op 2)"), a["explanation"]
     assert set(a["states"]) == {"0", "4"}
