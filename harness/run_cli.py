@@ -123,10 +123,9 @@ def cmd_rerun(args: argparse.Namespace) -> int:
         raise UsageError(f"{cfg_path}: not a stored run ({e})") from None
     cfg = RunConfig(**{k: v for k, v in stored.items() if k in RunConfig.__dataclass_fields__})
     record = json.loads(cfg_path.read_text())
-    if record.get("schedule_text") and not cfg.faults_file:
-        cfg.faults = record["schedule_text"] or None
-        if not record["schedule_text"]:
-            cfg.faults = "none"
+    if "schedule_text" in record:  # the exact schedule the run played, whatever plan or file it came from
+        cfg.faults_file = None
+        cfg.faults = record["schedule_text"] or "none"
     cfg.command = ["cachecert", *sys.argv[1:]]
     args.no_progress = getattr(args, "no_progress", False)
     return execute(cfg, args)
