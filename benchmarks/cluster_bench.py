@@ -5,7 +5,7 @@ effect of the cached Kafka storage template (before/after, alternated so machine
     python -m benchmarks.cluster_bench [--reps 3] [--ab-reps 3]
 
 "Cold" = an empty cache for the one-time steps (PostgreSQL initdb template, Kafka KRaft storage
-template): a private CACHECERT cache whose binaries and jars are symlinks to the real ones, so the
+template, Kafka CDS archive: written when the first broker stops, hence the cold teardown): a private CACHECERT cache whose binaries and jars are symlinks to the real ones, so the
 real templates other clusters use are never touched. "Warm" = later starts with those templates in
 place. The OS page cache is not dropped (that needs root-wide side effects), so "cold" here is the
 first start on a fresh checkout, not after a reboot.
@@ -111,16 +111,18 @@ def main(argv: list[str] | None = None) -> int:
         pg_pairs = [(pg_copy_time_old(state), pg_copy_time(state)) for _ in range(3)]
         paths.CACHE = real_cache
 
-        # Kafka: StorageTool format per cluster (before) vs the cached formatted template (after)
-        ab: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+        # Kafka: StorageTool format per cluster (before) vs the cached formatted template, then
+        # + the class-data-sharing archive (after); alternated so load drifts hit all three
+        variants = {"before: format, no CDS": (False, False), "template, no CDS": (True, False),
+                    "after: template + CDS": (True, True)}
+        ab: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
         for _ in range(args.ab_reps):
-            for on in (False, True):
-                KafkaService.storage_template = on
-                ab[on].append(start_once(state))
-        KafkaService.storage_template = True
+            for label, (tpl, cds) in variants.items():
+                KafkaService.storage_template, KafkaService.cds = tpl, cds
+                ab[label].append(start_once(state))
     finally:
         paths.CACHE = real_cache
-        KafkaService.storage_template = True
+        KafkaService.storage_template = KafkaService.cds = True
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(cache, ignore_errors=True)
 
@@ -132,10 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  PostgreSQL per-cluster template copy + chown alone, median of 3 alternated: "
           f"copytree + Python chown {pg_old:.2f} s -> cp -a + chown -R {pg_new:.2f} s (x{pg_old / pg_new:.2f})")
 
-    print("\nKafka storage: StorageTool format per cluster (before) vs cached template (after), "
+    print("\nKafka: StorageTool format per cluster vs cached storage template vs template + CDS archive, "
           f"alternated, median of {args.ab_reps}")
-    before, after = median_of(ab[False]), median_of(ab[True])
-    table([("before: format per cluster", before), ("after: template copy", after)])
+    meds = {k: median_of(v) for k, v in ab.items()}
+    table(list(meds.items()))
+    before, after = meds["before: format, no CDS"], meds["after: template + CDS"]
     gain = before["kafka"] - after["kafka"]
     print(f"  kafka start {before['kafka']:.2f} s -> {after['kafka']:.2f} s "
           f"({gain:+.2f} s, x{before['kafka'] / after['kafka']:.2f}); "
