@@ -23,16 +23,18 @@ from typing import Any
 from harness.history import TYPES, HistoryError
 
 _TOKEN = re.compile(r"""
-    (?P<ws>[\s,]+)
-  | (?P<comment>;[^\n]*)
-  | (?P<open>\#\{|[\[\{\(])
-  | (?P<close>[\]\}\)])
-  | (?P<str>"(?:[^"\\]|\\.)*")
-  | (?P<kw>:[^\s,\[\]\{\}\(\)";]+)
-  | (?P<num>[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?M?N?(?=[\s,\]\}\)]|$))
-  | (?P<tag>\#_|\#[A-Za-z][^\s,\[\]\{\}\(\)"]*)
-  | (?P<sym>[^\s,\[\]\{\}\(\)";:\#][^\s,\[\]\{\}\(\)";]*)
-""", re.X)
+    (?:[\s,]|;[^\n]*)*            # whitespace, commas and comments before the token (one char a
+                                  # step: no nested quantifier, no catastrophic backtracking)
+    (?:
+        (?P<open>\#\{|[\[\{\(])
+      | (?P<close>[\]\}\)])
+      | (?P<kw>:[^\s,\[\]\{\}\(\)";]+)
+      | (?P<num>[+-]?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?M?N?(?=[\s,\]\}\);]|$))
+      | (?P<str>"(?:[^"\\]|\\.)*")
+      | (?P<tag>\#_|\#[A-Za-z][^\s,\[\]\{\}\(\)"]*)
+      | (?P<sym>[^\s,\[\]\{\}\(\)";:\#][^\s,\[\]\{\}\(\)";]*)
+      | (?P<end>\Z)
+    )""", re.X)
 
 _CLOSE_OF = {"[": "]", "(": ")", "{": "}", "#{": "}"}
 _STR_ESC = re.compile(r"\\(.)")
@@ -84,16 +86,17 @@ def parse_edn(text: str, where: str = "<edn>", item_offsets: list[int] | None = 
         else:
             out.append((value, at))
 
-    while pos < n:
+    while True:
         m = match(text, pos)
         if m is None:
-            raise err(f"cannot read EDN at {text[pos:pos + 20]!r}", pos)
+            raise err(f"cannot read EDN at {text[pos:pos + 20].lstrip()!r}", pos + len(text[pos:pos + 20]) -
+                      len(text[pos:pos + 20].lstrip()))
         kind = m.lastgroup
-        tok = m.group()
-        start = pos
+        if kind == "end":
+            break
+        tok = m.group(kind)
+        start = m.start(kind)
         pos = m.end()
-        if kind == "ws" or kind == "comment":
-            continue
         if kind == "kw":
             emit(_Kw(tok[1:]), start)
         elif kind == "num":

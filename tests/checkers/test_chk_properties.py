@@ -7,6 +7,7 @@ named; and the search and the version-graph checker agree on every history both 
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -16,7 +17,9 @@ from hypothesis import strategies as st
 from checkers import durability, integrity, linearizable, session, staleness, synth, versions
 from checkers.ops import clear_memo
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CACHECERT_EXAMPLES=1000 for a longer hunt (the default keeps the suite quick)
+SETTINGS = settings(max_examples=int(os.environ.get("CACHECERT_EXAMPLES", "60")), deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 gen_args = st.fixed_dictionaries({
     "n_ops": st.integers(5, 120),
