@@ -323,6 +323,8 @@ class Search:
         self.first_fail: Trial | None = None
         self.shrink_candidates = 0
         self.budget_exhausted = False
+        self.harness_errors = 0  # consecutive runs the harness itself failed
+        self.aborted: str | None = None
         self.unconfirmed: list[Candidate] = []  # smaller failing candidates that did not fail again
         self.t0 = time.monotonic()
 
@@ -358,9 +360,22 @@ class Search:
         records = []
         for i in range(self.opts.repeats):
             seed = self.opts.seed + i
-            res = self.run_once(c, seed)
+            try:
+                res = self.run_once(c, seed)
+            except SearchError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the harness failed, not the strategy: never a "failure"
+                self.harness_errors += 1
+                log.error("candidate %s seed %d: harness error: %s: %s", c.describe(), seed, type(e).__name__, e)
+                res = {"valid": "unknown", "error": f"{type(e).__name__}: {e}"}
+                if self.harness_errors >= 3:
+                    self.aborted = f"the harness failed 3 times, last: {res['error']}"
+            else:
+                self.harness_errors = 0
             rec = self._record(res, seed)
             records.append(rec)
+            if self.aborted:
+                break
             if rec["valid"] is False:
                 break
             if not self.opts.keep_passing and rec["run_dir"]:
@@ -398,6 +413,8 @@ class Search:
         @given(candidates(self.space))
         def prop(c: Candidate) -> None:
             self.examples += 1
+            if self.aborted:
+                return  # let Hypothesis wind down; the error is raised after it returns
             if c not in self.memo:
                 if self._out_of_budget():
                     self.budget_exhausted = True
@@ -416,6 +433,8 @@ class Search:
         except (FlakyFailure, Flaky) as e:  # FlakyFailure first: it is an ExceptionGroup and a Flaky
             flaky = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             log.warning("hypothesis reported flakiness (%s); keeping the smallest failing candidate seen", flaky)
+        if self.aborted:
+            raise SearchError(f"search aborted after {self.runs} run(s): {self.aborted} (runs: {self.dir})")
         failing = sorted((t for t in self.order if t.failing), key=lambda t: (t.candidate.size(), t.order))
         minimal, confirm_runs = self._confirm(failing)
         result = SearchResult(

@@ -60,7 +60,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             print(f"search {probe.workload.name}/{probe.strategy_name}: budget {opts.budget} examples x "
                   f"{opts.repeats} run(s) of {opts.time_limit:g} s, menu: {', '.join(probe.space.menu)}",
                   file=sys.stderr)
-            result = probe.run()
+            try:
+                result = probe.run()
+            except SearchError as e:
+                print(f"cachecert: {e}", file=sys.stderr)
+                return exitcodes.HARNESS
         finally:
             cluster.down()
             cluster.remove()

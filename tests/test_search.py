@@ -151,6 +151,19 @@ def test_shrink_budget_bounds_the_runs(tmp_path: Path) -> None:
     assert s.first_fail is not None and len(s.memo) == s.first_fail.order + 1 + 2  # nothing ran after that
 
 
+def test_harness_errors_are_not_failures_and_abort_the_search(tmp_path: Path) -> None:
+    class Broken(ScriptedSearch):
+        def run_once(self, c: Candidate, seed: int, render: bool = False) -> dict[str, Any]:
+            self.runs += 1
+            raise RuntimeError("redis would not restart")
+
+    s = Broken(_opts(tmp_path), lambda c, n: True)
+    with pytest.raises(SearchError, match=r"aborted after 3 run\(s\): the harness failed 3 times, last: "
+                                          r"RuntimeError: redis would not restart"):
+        s.run()
+    assert s.first_fail is None  # an error is never mistaken for a failing schedule
+
+
 def test_never_failing_strategy_reports_nothing_found(tmp_path: Path) -> None:
     res = ScriptedSearch(_opts(tmp_path, budget=5), lambda c, n: True).run()
     assert not res.found and res.minimal is None and 1 <= res.examples <= 5
