@@ -35,9 +35,11 @@ def invoke_register(strategy: Any, op: dict[str, Any]) -> dict[str, Any]:
 
 
 def setup_kv(d: Direct) -> None:
+    """A fresh ``kv`` table: dropped and re-created, so no trigger or column another workload added to
+    it on a shared cluster (e.g. write-through's commit log) carries over."""
     d.redis.flushall()
+    d.pg.execute("drop table if exists kv cascade")
     d.pg.execute(KV_SCHEMA)
-    d.pg.execute("truncate kv")
 
 
 def final_kv(d: Direct, key: str) -> dict[str, Any]:
