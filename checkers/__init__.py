@@ -112,6 +112,8 @@ def run_one(name: str, history: list[dict[str, Any]], opts: dict[str, Any] | Non
     if name == "linearizable":
         opts.setdefault("time_limit_s", max(0.5, limit * 0.95))  # its own limit answers first, per key
     t0 = time.monotonic()
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # see run_checkers
     try:
         res = _call_with_limit(fn, history, opts, limit)
     except CheckerTimeout:
@@ -124,6 +126,9 @@ def run_one(name: str, history: list[dict[str, Any]], opts: dict[str, Any] | Non
         where = f" ({tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno})" if tb else ""
         return {"valid": "unknown", "error": f"{type(e).__name__}: {e}{where}",
                 "elapsed_s": round(time.monotonic() - t0, 3)}
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     elapsed = time.monotonic() - t0
     if not isinstance(res, dict) or "valid" not in res:
         return {"valid": "unknown", "error": f"checker {name} returned no verdict", "elapsed_s": round(elapsed, 3)}
