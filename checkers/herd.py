@@ -23,7 +23,7 @@ def check(history: list[dict[str, Any]], *, gap_ms: float = 50.0, max_loads: int
     gap = gap_ms * 1e6
     per_key: dict[Any, list[Any]] = {}
     for op in paired.ops:
-        if op.db_load and op.type == "ok":
+        if op.db_load and op.type == "ok" and op.phase != "final":
             per_key.setdefault(op.key, []).append(op)
     events: list[tuple[int, Any, list[Any]]] = []
     for key, loads in per_key.items():
