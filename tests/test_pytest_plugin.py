@@ -60,6 +60,10 @@ def test_malformed_schedule_file():
 def test_unknown_argument():
     pass
 
+@pytest.mark.cachecert(workload="register", faults="down:redis@2+2")  # time limit from the command line
+def test_fault_longer_than_option_time_limit():
+    pass
+
 def test_unmarked_test_starts_nothing():
     pass
 '''
@@ -114,9 +118,9 @@ def test_good_strategy_passes_bad_strategy_fails_readably(pytester: pytest.Pytes
 def test_bad_input_names_the_test_or_file_and_line(pytester: pytest.Pytester, tmp_path: Path) -> None:
     pytester.makepyfile(test_bad=BAD_INPUT)
     (pytester.path / "bad.faults").write_text("# a schedule\nlatency:redis:ms=100@0.5+0.5\ndown:redis@oops+1\n")
-    res = _run(pytester, tmp_path, "-rA")
+    res = _run(pytester, tmp_path, "-rA", "--cachecert-time-limit", "3")
     out = res.stdout.str()
-    res.assert_outcomes(passed=1, errors=4)
+    res.assert_outcomes(passed=1, errors=5)
     assert ("test_bad.py::test_unknown_workload: @pytest.mark.cachecert: unknown workload 'no-such-workload' "
             "(valid: ") in out
     assert "test_bad.py::test_fault_longer_than_run: @pytest.mark.cachecert: down:redis@1+5: ends at 6 s, " \
@@ -124,6 +128,8 @@ def test_bad_input_names_the_test_or_file_and_line(pytester: pytest.Pytester, tm
     assert re.search(r"test_malformed_schedule_file: @pytest.mark.cachecert: \S*bad\.faults:3: .*bad start 'oops'",
                      out), out
     assert "test_unknown_argument: @pytest.mark.cachecert: unknown argument 'colour'" in out
+    assert "test_fault_longer_than_option_time_limit: @pytest.mark.cachecert: down:redis@2+2: ends at 4 s, " \
+           "after the run's 3 s time limit" in out
     assert "cachecert reports" not in out  # nothing ran
     assert not list(Path(_env(tmp_path)["CACHECERT_STATE_DIR"]).glob("clusters/*"))  # no cluster started
 

@@ -144,6 +144,29 @@ def test_nondeterministic_runs_do_not_make_hypothesis_flaky(tmp_path: Path) -> N
     assert 1 <= res.confirm_fails < res.confirm_of  # honest: the answer reproduces some of the time
 
 
+def test_hypothesis_flaky_report_is_caught_and_the_best_failure_kept(tmp_path: Path) -> None:
+    # without the memo (forgetting every verdict), Hypothesis's replay of the shrunk example sees it
+    # pass and reports FlakyFailure; the search catches it and still answers with what it saw fail
+    class Forgetful(ScriptedSearch):
+        def judge(self, c: Candidate) -> Any:
+            trial = super().judge(c)
+            self.memo.pop(c)
+            return trial
+
+    seen: set[Candidate] = set()
+
+    def once(c: Candidate, n: int) -> bool:  # a down:redis candidate fails the first time only
+        first = c not in seen
+        seen.add(c)
+        return not (first and any(x.fault.kind == "down" for x in c.schedule()))
+
+    s = Forgetful(_opts(tmp_path, repeats=1, confirm=0), once)
+    res = s.run()
+    assert res.flaky and res.flaky.startswith("Flaky"), res.flaky
+    assert res.found and res.minimal is not None and res.minimal.failing
+    assert res.minimal.candidate.size() <= res.first.candidate.size()  # type: ignore[union-attr]
+
+
 def test_shrink_budget_bounds_the_runs(tmp_path: Path) -> None:
     s = ScriptedSearch(_opts(tmp_path, shrink_budget=2, confirm=0), lambda c, n: len(c.faults) < 2)  # 2 faults fail
     res = s.run()
