@@ -34,7 +34,7 @@ GUARANTEES: list[tuple[str, str, str, tuple[str, ...], tuple[str, ...]]] = [
      ("read_your_writes", "read-your-writes", "ryw"), ("read-your-writes", "ryw", "stale-own-write")),
     ("monotonic-reads", "monotonic reads", "session",
      ("monotonic_reads", "monotonic-reads", "monotonic"), ("non-monotonic-read", "monotonic-reads")),
-    ("committed-reads", "only committed values read", "versions", (), ()),
+    ("committed-reads", "only committed values read", "versions", (), ("aborted-read", "garbage-read")),
     ("no-lost-writes", "no lost writes", "durability", (), ()),
     ("no-torn-reads", "no torn reads", "integrity", (), ()),
     ("herd-bound", "herd bound", "herd", (), ()),
