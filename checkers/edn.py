@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from harness.history import TYPES, HistoryError
 
 _TOKEN = re.compile(r"""
@@ -183,7 +185,85 @@ def read_edn_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return edn_to_history(text, str(p))
 
 
+# -- fast path: most history files are keywords, numbers, nil and brackets only. Rewritten to JSON
+# by a few C-level regex substitutions and parsed by orjson, they read ~4x faster. Anything else
+# (strings, tags, symbols, odd numbers) or any doubt falls back to the tokenizer above, which also
+# produces the precise file:line errors.
+_MARK = "\x00map"
+_FAST_REJECT = re.compile(r'["#\\]')
+_FAST_COMMENT = re.compile(r";[^\n]*")
+_FAST_KW = re.compile(r":([^\s,\[\]{}()]+)")
+_FAST_NIL = re.compile(r"(?<![\w\"-])nil(?![\w\"-])")
+_FAST_SEP = re.compile(r"[\s,]+")
+_FAST_OPEN_SEP = re.compile(r"\[,")
+_FAST_SEP_CLOSE = re.compile(r",\]")
+
+
+def _fast_value(v: Any) -> Any:
+    if isinstance(v, list):
+        if v and v[0] == _MARK:
+            it = iter(v[1:])
+            return {k if isinstance(k, str) else repr(k): _fast_value(x) for k, x in zip(it, it, strict=True)}
+        return [_fast_value(x) for x in v]
+    return v
+
+
+def _fast_body(text: str) -> list[Any] | None:
+    """The top-level forms as plain Python, or None when the fast path does not apply."""
+    if _FAST_REJECT.search(text):
+        return None
+    t = _FAST_COMMENT.sub("", text)
+    # keywords -> JSON strings: the few distinct ones by plain str.replace, longest first (so a
+    # short keyword never matches inside a longer one, already converted); no per-match callback
+    for kw in sorted(set(_FAST_KW.findall(t)), key=len, reverse=True):
+        t = t.replace(":" + kw, '"' + kw + '"')
+    t = _FAST_NIL.sub("null", t)
+    t = t.replace("{", '["\\u0000map" ').replace("}", "]").replace("(", "[").replace(")", "]")
+    t = _FAST_SEP.sub(",", t.strip())
+    t = _FAST_SEP_CLOSE.sub("]", _FAST_OPEN_SEP.sub("[", t))
+    if not t:
+        return None
+    try:
+        one = orjson.loads(t)  # a single top-level vector or list
+        return [one] if t.startswith("[") else None
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        data = orjson.loads("[" + t + "]")  # a sequence of top-level forms (one map per line)
+    except orjson.JSONDecodeError:
+        return None
+    return data if isinstance(data, list) else None
+
+
+def _fast_ops(text: str) -> list[dict[str, Any]] | None:
+    data = _fast_body(text)
+    if data is None:
+        return None
+    # one top-level vector/list of maps, or a sequence of top-level maps
+    body = data[0] if len(data) == 1 and isinstance(data[0], list) and data[0][:1] != [_MARK] else data
+    ops = []
+    for m in body:
+        if type(m) is not list or not m or m[0] != _MARK or len(m) % 2 != 1:
+            return None
+        it = iter(m)
+        next(it)
+        op = dict(zip(it, it, strict=True))
+        for k, v in op.items():
+            if type(v) is list:
+                op[k] = _fast_value(v)
+            elif type(k) is not str:
+                return None
+        ops.append(op)
+    return ops
+
+
 def edn_to_history(text: str, where: str = "<edn>") -> list[dict[str, Any]]:
+    fast = _fast_ops(text)
+    if fast is not None:
+        try:
+            return _to_ops(fast, None, text, where, converted=True)
+        except HistoryError:
+            pass  # re-read slowly for the precise line
     item_offsets: list[int] = []
     forms = parse_edn(text, where, item_offsets)
     if not forms:
@@ -194,21 +274,30 @@ def edn_to_history(text: str, where: str = "<edn>") -> list[dict[str, Any]]:
     else:
         body = [f for f, _ in forms]
         offsets = [o for _, o in forms]
+    return _to_ops(body, offsets, text, where)
+
+
+def _to_ops(body: list[Any], offsets: list[int] | None, text: str, where: str,
+            converted: bool = False) -> list[dict[str, Any]]:
     ops: list[dict[str, Any]] = []
     for i, m in enumerate(body):
-        at = offsets[i] if i < len(offsets) else 0
+        at = offsets[i] if offsets is not None and i < len(offsets) else 0
         if not isinstance(m, dict):
             what = "a vector" if isinstance(m, list) else type(m).__name__ if not isinstance(m, str) else repr(str(m))
             raise HistoryError(f"{where}:{_line(text, at)}: op {i}: expected a map like "
                                f"{{:process 0, :type :invoke, :f :read, :value nil}}, found {what}: "
                                "not a Jepsen history")
-        op: dict[str, Any] = {}
-        for k, v in m.items():
-            ks = str(k) if isinstance(k, str) else repr(k)
-            if isinstance(v, str) or v is None or isinstance(v, (int, float)):
-                op[ks] = str(v) if isinstance(v, str) else v
-            else:
-                op[ks] = plain(v)
+        op: dict[str, Any]
+        if converted:
+            op = m
+        else:
+            op = {}
+            for k, v in m.items():
+                ks = str(k) if isinstance(k, str) else repr(k)
+                if isinstance(v, str) or v is None or isinstance(v, (int, float)):
+                    op[ks] = str(v) if isinstance(v, str) else v
+                else:
+                    op[ks] = plain(v)
         for field in ("process", "type", "f"):
             if field not in op:
                 raise HistoryError(f"{where}:{_line(text, at)}: op {i} has no :{field}: "
