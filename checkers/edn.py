@@ -192,6 +192,7 @@ def read_edn_history(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 _MARK = "\x00map"
 _FAST_REJECT = re.compile(r'["#\\]')
 _FAST_COMMENT = re.compile(r";[^\n]*")
+_FAST_NOT_BRACKET = re.compile(r"[^\[\]{}()]+")
 _FAST_KW = re.compile(r":([^\s,\[\]{}()]+)")
 _FAST_NIL = re.compile(r"(?<![\w\"-])nil(?![\w\"-])")
 _FAST_SEP = re.compile(r"[\s,]+")
@@ -213,6 +214,13 @@ def _fast_body(text: str) -> list[Any] | None:
     if _FAST_REJECT.search(text):
         return None
     t = _FAST_COMMENT.sub("", text)
+    # the JSON rewrite maps every bracket to [ ]: first check they pair up as EDN brackets
+    b = _FAST_NOT_BRACKET.sub("", t)
+    while b:
+        nb = b.replace("()", "").replace("[]", "").replace("{}", "")
+        if nb == b:
+            return None
+        b = nb
     # keywords -> JSON strings: the few distinct ones by plain str.replace, longest first (so a
     # short keyword never matches inside a longer one, already converted); no per-match callback
     for kw in sorted(set(_FAST_KW.findall(t)), key=len, reverse=True):
