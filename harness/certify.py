@@ -120,7 +120,7 @@ class Plan:
     pairs: list[tuple[str, str]]
     time_limit: float | None = None
     concurrency: int | None = None
-    nodes: int = 1
+    nodes: int | None = None  # None: each workload's default
     seed: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     reports: str | None = None

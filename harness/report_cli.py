@@ -179,7 +179,7 @@ def _add_matrix_options(p: argparse.ArgumentParser, time_limit: float | None = N
                    help="fault plans (names, or specs like latency:redis:ms=200@2+3); default: the workload's")
     p.add_argument("--time-limit", "-t", type=float, default=time_limit, help="seconds of load per run")
     p.add_argument("--concurrency", "-c", type=int)
-    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--nodes", type=int, help="default: each workload's own")
     p.add_argument("--seed", type=int, help="seed for every run (default: random per run, recorded)")
     p.add_argument("--quiesce", type=float)
     p.add_argument("--param", "-p", action="append", type=_param, default=[], metavar="NAME=VALUE")

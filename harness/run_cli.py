@@ -29,7 +29,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--faults-file", help="fault schedule file (one spec per line, or a JSON list)")
     p.add_argument("--time-limit", "-t", type=float, help="seconds of load (default: the workload's)")
     p.add_argument("--concurrency", "-c", type=int, help="worker count")
-    p.add_argument("--nodes", type=int, default=1, help="application nodes (strategy instances)")
+    p.add_argument("--nodes", type=int, help="application nodes (strategy instances; default: the workload's)")
     p.add_argument("--rate", "-r", type=float, help="total ops/s limit")
     p.add_argument("--seed", type=int, help="seed for ops and random faults (default: random, recorded)")
     p.add_argument("--keys", type=int, help="number of keys")

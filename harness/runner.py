@@ -51,7 +51,7 @@ class RunConfig:
     faults_file: str | None = None
     time_limit: float | None = None
     concurrency: int | None = None
-    nodes: int = 1
+    nodes: int | None = None  # None: the workload's default
     rate: float | None = None
     seed: int | None = None
     keys: int | None = None
@@ -94,11 +94,17 @@ def prepare(cfg: RunConfig) -> Prepared:
     supported = getattr(cls, "workloads", None)
     if supported is not None and wl.name not in supported:
         raise ConfigError(f"strategy {name} cannot serve workload {wl.name} (it serves: {', '.join(supported)})")
+    ops = parse_mix(cfg.mix or wl.mix) if _mix_ok(cfg.mix or wl.mix) else {}
+    missing = [f for f in ops if f not in ("read", "write") and not callable(getattr(cls, f.replace("-", "_"), None))]
+    if missing:
+        raise ConfigError(f"strategy {name} cannot serve workload {wl.name}: it has no {missing[0].replace('-', '_')}() "
+                          f"for the workload's {missing[0]!r} ops (strategies for it: {', '.join(wl.strategies)})")
     if cfg.seed is None:
         cfg.seed = random.randrange(1 << 31)
     cfg.time_limit = wl.time_limit if cfg.time_limit is None else cfg.time_limit
     cfg.concurrency = wl.concurrency if cfg.concurrency is None else cfg.concurrency
     cfg.quiesce = wl.quiesce if cfg.quiesce is None else cfg.quiesce
+    cfg.nodes = wl.nodes if cfg.nodes is None else cfg.nodes
     cfg.rate = getattr(wl, "rate", None) if cfg.rate is None else cfg.rate
     for what, v, lo in (("time limit", cfg.time_limit, 0), ("op timeout", cfg.op_timeout, 0)):
         if v <= lo:
@@ -129,6 +135,14 @@ def prepare(cfg: RunConfig) -> Prepared:
             raise ConfigError(f"step:{s.fault.target}: workload {wl.name} has no such step "
                               f"(valid: {', '.join(wl.steps) or 'none'})")
     return Prepared(cfg, wl, cls, name, schedule, gen, services)
+
+
+def _mix_ok(mix: Any) -> bool:
+    try:
+        parse_mix(mix)
+        return True
+    except GeneratorError:
+        return False  # reported with its reason below
 
 
 def resolve_faults(cfg: RunConfig, wl: Workload, services: tuple[str, ...]) -> list[Scheduled]:

@@ -59,6 +59,7 @@ class Workload:
     key_dist: str = "uniform"
     time_limit: float = 10.0
     concurrency: int = 8
+    nodes: int = 1  # application nodes (strategy instances) unless --nodes says otherwise
     rate: float | None = None  # default total ops/s (None = as fast as possible); --rate overrides
     quiesce: float = 1.0
     checkers: tuple[str, ...] = ("versions", "staleness", "session", "durability", "convergence", "perf")

@@ -236,6 +236,7 @@ WORKLOAD = Workload(
     mix={"read": 0.995, "write": 0.005},
     time_limit=10.0,
     concurrency=8,
+    nodes=4,
     rate=2000.0,
     quiesce=2.5,
     # not "versions" (linearizability): no strategy here promises it — an in-process cache with
