@@ -10,7 +10,8 @@ the worst case, so it works hard to stay fast:
 * A cache of (linearized-set bitset, model state) pairs already explored (Lowe's memoisation).
 * Sound pruning only: ``fail`` ops never happened and are dropped; reads whose outcome is unknown
   (``info``/pending reads, and for Jepsen histories ok reads of nil) constrain nothing and are
-  dropped; among *identical* indeterminate ops (same f and value, completion unknown), only the
+  dropped; indeterminate writes/cas whose new value no read or cas ever observes are dropped (had
+  one taken effect, its value would have to be overwritten unseen); among *identical* indeterminate ops (same f and value, completion unknown), only the
   order of invocation is tried — the earlier-invoked one can take the place of any later one.
   (Not done, because it is unsound: skipping a state because a seen one applied fewer timed-out ops.)
 
@@ -82,11 +83,29 @@ def _compile(ops: list[Op], model: str, initial: Any, nil_reads_any: bool) -> _S
         s.gen = gen
     if model == "mutex":
         s.init = False if initial is None else bool(initial)
+    # Values some op could observe: read results and cas preconditions. An indeterminate write (or
+    # cas) whose new value nobody observes can be dropped ("it never happened" is always allowed):
+    # had it taken effect, no op could consume its value, so some write must overwrite it before
+    # anything else succeeds, and removing it from a linearization keeps every other op legal.
+    observed: set[Any] | None = None
+    if model in ("register", "cas-register"):
+        observed = set()
+        for op in ops:
+            if op.f == "read" and op.type == "ok":
+                observed.add(hashable(op.value))
+            elif op.f == "cas" and op.type != "fail" and isinstance(op.value, (list, tuple)) and op.value:
+                observed.add(hashable(op.value[0]))
     for op in ops:
         if op.type == "fail":
             s.dropped += 1
             continue
         f = op.f
+        if observed is not None and op.type != "ok":
+            new = op.value if f == "write" else op.value[1] if (
+                f == "cas" and isinstance(op.value, (list, tuple)) and len(op.value) == 2) else observed
+            if new is not observed and hashable(new) not in observed:
+                s.dropped += 1
+                continue
         if model == "mutex":
             if f == "acquire":
                 k, a, b = K_CAS, False, True
