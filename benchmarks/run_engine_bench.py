@@ -101,6 +101,34 @@ def harness_rate(cluster: Cluster, strategy: str, conc: int, seconds: float, rep
     return (res["counts"]["ok"] + res["counts"]["fail"] + res["counts"]["info"]) / (load[1] - load[0])
 
 
+def raw_client_rate(port: int, conc: int, seconds: float) -> float:
+    """The same GET/SET mix from plain redis-py threads, no harness: the Python client's ceiling."""
+    import random
+    import threading
+
+    import redis
+
+    pool = redis.ConnectionPool(host="127.0.0.1", port=port, max_connections=256)
+    done = [0] * conc
+    stop = time.monotonic() + seconds
+
+    def work(i: int) -> None:
+        r, rng, n = redis.Redis(connection_pool=pool), random.Random(i), 0
+        while time.monotonic() < stop:
+            key = f"k{rng.randrange(100)}"
+            r.get(key) if rng.random() < 0.5 else r.set(key, n)
+            n += 1
+        done[i] = n
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(conc)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pool.disconnect()
+    return sum(done) / seconds
+
+
 def redis_benchmark_rate(port: int, conc: int, n: int) -> float | None:
     exe = shutil.which("redis-benchmark")
     if exe is None:
@@ -122,12 +150,14 @@ def main() -> None:
         floor = harness_rate(cluster, "benchmarks.run_engine_bench:Noop", 1, args.seconds, reports)
         print(f"harness floor (no-op strategy, c=1): {floor:,.0f} ops/s = {1e6 / floor:.1f} us per op\n")
         port = cluster.proxies["redis"]
-        print(f"{'concurrency':>11} {'harness ops/s':>14} {'redis-benchmark ops/s':>22} {'ratio':>7}")
+        print(f"{'concurrency':>11} {'harness ops/s':>14} {'raw redis-py ops/s':>19} {'redis-benchmark ops/s':>22}"
+              f" {'harness/raw':>12} {'harness/redis-benchmark':>24}")
         for conc in (1, 8, 32):
             h = harness_rate(cluster, "benchmarks.run_engine_bench:RedisOnly", conc, args.seconds, reports)
+            raw = raw_client_rate(port, conc, args.seconds)
             rb = redis_benchmark_rate(port, conc, n=max(20_000, int(h * args.seconds)))
             ratio = f"{h / rb:.2f}" if rb else "n/a"
-            print(f"{conc:>11} {h:>14,.0f} {rb or float('nan'):>22,.0f} {ratio:>7}")
+            print(f"{conc:>11} {h:>14,.0f} {raw:>19,.0f} {rb or float('nan'):>22,.0f} {h / raw:>12.2f} {ratio:>24}")
         print("\n(both through the same Toxiproxy proxy; redis-benchmark: mean of its GET and SET rates)")
 
 
