@@ -458,8 +458,8 @@ class Search:
 
         A failure seen once may have been a lucky race; walking the failing candidates from the
         smallest, each is replayed ``confirm`` times and the first that fails again is the answer
-        (at most ``confirm_candidates`` are tried; if none fails again, the smallest is reported
-        with 0 confirmations, so the user sees it did not reproduce)."""
+        (at most ``confirm_candidates``, then the first failure itself; if none fails again, the
+        smallest is reported with 0 confirmations, so the user sees it did not reproduce)."""
         if not failing:
             return None, []
         if self.first_fail is not None:
@@ -470,7 +470,10 @@ class Search:
         tried: list[tuple[Trial, list[dict[str, Any]]]] = []
         limit = self.first_fail.candidate.size() if self.first_fail else failing[-1].candidate.size()
         pool = [t for t in failing if t.candidate.size() <= limit]  # never larger than the first failure
-        for trial in pool[: max(1, self.opts.confirm_candidates)]:
+        walk = pool[: max(1, self.opts.confirm_candidates)]
+        if self.first_fail is not None and self.first_fail not in walk:
+            walk.append(self.first_fail)  # last resort: the first failure, unshrunk, is still a reproducer
+        for trial in walk:
             runs = []
             for i in range(self.opts.confirm):
                 seed = self.opts.seed + 1000 + i
@@ -483,8 +486,8 @@ class Search:
                      sum(r["valid"] is False for r in runs), len(runs))
             if any(r["valid"] is False for r in runs):
                 break
-        self.unconfirmed = [t.candidate for t, runs in tried if not any(r["valid"] is False for r in runs)]
         chosen, runs = next(((t, r) for t, r in tried if any(x["valid"] is False for x in r)), tried[0])
+        self.unconfirmed = [t.candidate for t, r in tried if t is not chosen and not any(x["valid"] is False for x in r)]
         self._keep(chosen)
         return chosen, runs
 

@@ -85,6 +85,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     for line in (minimal.failing_run or {}).get("anomalies", []):
         print(f"  {line}", file=sys.stderr)
     print(f"  failed again on {result.confirm_fails}/{result.confirm_of} replays with fresh seeds", file=sys.stderr)
+    if result.confirm_of and not result.confirm_fails:
+        print("  WARNING: it did not fail again: a rare interleaving, not a reliable reproducer "
+              "(raise --repeats and --confirm, or narrow --menu/--rates)", file=sys.stderr)
     for c in result.unconfirmed:
         print(f"  (smaller, failed once but not on replay: {c.describe()})", file=sys.stderr)
     print(f"  schedule file: {out}", file=sys.stderr)

@@ -167,6 +167,22 @@ def test_hypothesis_flaky_report_is_caught_and_the_best_failure_kept(tmp_path: P
     assert res.minimal.candidate.size() <= res.first.candidate.size()  # type: ignore[union-attr]
 
 
+def test_confirmation_skips_flukes_and_falls_back_to_the_first_failure(tmp_path: Path) -> None:
+    from harness.search import Trial
+
+    s = ScriptedSearch(_opts(tmp_path, confirm=2, confirm_candidates=2),
+                       lambda c, n: not any(x.fault.kind == "down" for x in c.schedule()))  # only down fails
+    def cand(faults: tuple[str, ...], keys: int = 1) -> Candidate:
+        return Candidate(faults, "read=0.75,write=0.25", 25.0, keys, 2, 2.0)
+
+    first = Trial(cand(("down:redis@0.4+1", "latency:redis:ms=50@0+1"), keys=3), True, [], 0)
+    flukes = [Trial(cand(()), True, [], 1), Trial(cand(("latency:redis:ms=50@0+0.2",)), True, [], 2)]
+    s.first_fail = first
+    chosen, runs = s._confirm(sorted([first, *flukes], key=lambda t: t.candidate.size()))
+    assert chosen is first and [r["valid"] for r in runs] == [False, False]
+    assert s.unconfirmed == [f.candidate for f in flukes]
+
+
 def test_shrink_budget_bounds_the_runs(tmp_path: Path) -> None:
     s = ScriptedSearch(_opts(tmp_path, shrink_budget=2, confirm=0), lambda c, n: len(c.faults) < 2)  # 2 faults fail
     res = s.run()
