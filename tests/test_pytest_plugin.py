@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,17 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 
 def _run(pytester: pytest.Pytester, tmp_path: Path, *args: str) -> pytest.RunResult:
+    """Run pytest on the test files in a subprocess (``--setup-show``: the output shows each fixture set up)."""
     mp = pytest.MonkeyPatch()
-    for k, v in _env(tmp_path).items():
+    env = _env(tmp_path)
+    for k, v in env.items():
         mp.setenv(k, v)
     try:
-            return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "ignore", *args, timeout=240)
+        return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "ignore", "--setup-show", *args,
+                                             timeout=240)
     finally:
         mp.undo()
+        shutil.rmtree(env["CACHECERT_STATE_DIR"], ignore_errors=True)  # its clusters are down by now
 
 
 def test_good_strategy_passes_bad_strategy_fails_readably(pytester: pytest.Pytester, tmp_path: Path) -> None:
@@ -95,6 +100,7 @@ def test_good_strategy_passes_bad_strategy_fails_readably(pytester: pytest.Pytes
     res = _run(pytester, tmp_path, "--cachecert-report-dir", str(reports), f"--junitxml={junit}", "-rA")
     out = res.stdout.str()
     res.assert_outcomes(passed=2, failed=1)
+    assert len(re.findall(r"SETUP    S cachecert_cluster", out)) == 1  # one session cluster for all tests
     # the failure names the anomaly in words and where the report is
     failure = out[out.index("_ test_cache_aside_survives_redis_down _"):]
     assert "cachecert: register/cache-aside (seed 11) is INVALID" in failure
@@ -131,7 +137,7 @@ def test_bad_input_names_the_test_or_file_and_line(pytester: pytest.Pytester, tm
     assert "test_fault_longer_than_option_time_limit: @pytest.mark.cachecert: down:redis@2+2: ends at 4 s, " \
            "after the run's 3 s time limit" in out
     assert "cachecert reports" not in out  # nothing ran
-    assert not list(Path(_env(tmp_path)["CACHECERT_STATE_DIR"]).glob("clusters/*"))  # no cluster started
+    assert "cachecert_cluster" not in out  # the cluster fixture was never set up: nothing started
 
 
 def test_unknown_backend_is_a_usage_error(pytester: pytest.Pytester, tmp_path: Path) -> None:
