@@ -42,7 +42,7 @@ K_READ, K_WRITE, K_CAS, K_GEN = 0, 1, 2, 3
 class _Spec:
     """A partition's ops compiled for the search."""
 
-    __slots__ = ("ops", "kind", "a", "b", "gen", "init", "dropped")
+    __slots__ = ("ops", "kind", "a", "b", "gen", "init", "dropped", "regs")
 
     def __init__(self) -> None:
         self.ops: list[Op] = []
@@ -52,6 +52,7 @@ class _Spec:
         self.gen: Callable[[Any, Op], Any] | None = None
         self.init: Any = None
         self.dropped = 0
+        self.regs: list[str] = []
 
 
 def _compile(ops: list[Op], model: str, initial: Any, nil_reads_any: bool) -> _Spec:
@@ -62,6 +63,7 @@ def _compile(ops: list[Op], model: str, initial: Any, nil_reads_any: bool) -> _S
                        for m in op.value if isinstance(m, (list, tuple)) and len(m) >= 2}
                       | ({str(k) for k in initial} if isinstance(initial, dict) else set()))
         pos = {r: i for i, r in enumerate(regs)}
+        s.regs = regs
         init = initial if isinstance(initial, dict) else {}
         s.init = tuple(hashable(init.get(r, init.get(r.lstrip(":"), None))) for r in regs)
 
@@ -296,7 +298,8 @@ def _state_text(state: Any, model: str, regs: list[str] | None = None) -> str:
     if model == "mutex":
         return "held" if state else "free"
     if model == "multi-register" and isinstance(state, tuple):
-        return "{" + ", ".join(vtext(v) for v in state) + "}"
+        names = regs or [str(i) for i in range(len(state))]
+        return "{" + ", ".join(f"{r}: {vtext(v)}" for r, v in zip(names, state, strict=False)) + "}"
     return vtext(state)
 
 
@@ -308,6 +311,10 @@ def _op_text(op: Op, key: Any) -> str:
         what = f"wrote{k} {vtext(op.value)}"
     elif op.f == "cas" and isinstance(op.value, (list, tuple)) and len(op.value) == 2:
         what = f"compare-and-set{'' if key is None else ' ' + str(key)} from {vtext(op.value[0])} to {vtext(op.value[1])}"
+    elif op.f in ("acquire", "release"):
+        what = f"{op.f}d the lock" if op.f == "release" else "acquired the lock"
+    elif op.f == "txn" and isinstance(op.value, (list, tuple)):
+        what = "ran [" + ", ".join(f"{m[0]} {m[1]} {vtext(m[2])}" if len(m) == 3 else str(m) for m in op.value) + "]"
     else:
         what = f"did {op.f}{'' if key is None else ' ' + str(key)} {vtext(op.value)}"
     return f"Process {op.process} {what}"
@@ -315,8 +322,9 @@ def _op_text(op: Op, key: Any) -> str:
 
 def _explain(key: Any, s: _Spec, res: _Result, model: str, by_time: bool) -> dict[str, Any]:
     culprit = s.ops[res.culprit] if res.culprit is not None else None
-    states = [_state_text(x, model) for x in res.states]
-    obj = "the register" if key is None else f"{key}"
+    states = [_state_text(x, model, s.regs) for x in res.states]
+    obj = ("the lock" if model == "mutex" else "the registers" if model == "multi-register"
+           else "the register") if key is None else f"{key}"
     if culprit is None:
         expl = f"No order of the operations on {obj} is consistent with the {model} model."
         ops_idx: list[int] = []
@@ -338,8 +346,9 @@ def _explain(key: Any, s: _Spec, res: _Result, model: str, by_time: bool) -> dic
             rest = (f"and no order of the {len(concurrent)} operation{'s' if len(concurrent) != 1 else ''} "
                     f"concurrent with it lets it {goal}")
         last = f", ending with op {res.prefix[-1]}" if res.prefix else ""
+        hold = "be" if model == "mutex" else "hold"
         expl = (f"{_op_text(culprit, key)} ({when}), but that cannot be linearized: after the longest "
-                f"linearizable prefix ({len(res.prefix)} ops{last}), {obj} could only hold {could}, {rest}.")
+                f"linearizable prefix ({len(res.prefix)} ops{last}), {obj} could only {hold} {could}, {rest}.")
         ops_idx = culprit.ops + [o.index for o in concurrent[:20]]
     return {"type": "nonlinearizable" if model != "mutex" else "mutex-violation", "key": key,
             "ops": sorted(set(ops_idx)), "explanation": expl,
