@@ -3,8 +3,7 @@
 Why: those modules were written against the API promised in issue 4 before the checkers existed
 (``CHECKERS``, ``run_checkers``, result and anomaly fields, anomaly type names). These tests pin that
 contract on one tiny history per checker, so a refactor cannot silently rename what others read.
-Fields the brief promised that the checkers do not produce yet are marked xfail (not strict) with
-the reason, so they show up in every test run until they exist.
+Every field the brief promised is asserted (they were xfail until the checkers produced them).
 """
 
 from __future__ import annotations
@@ -155,16 +154,11 @@ def test_session_read_your_writes_violated() -> None:
 
 
 # -- promised in the brief, not produced yet ---------------------------------------------------------
-BRIEF = "brief API of issue 4, reported in checkers/COORDINATION.md"
-
-
-@pytest.mark.xfail(reason=BRIEF, strict=False)
 def test_anomaly_count_on_every_invalid_result() -> None:
     for name, r in _all_invalid().items():
         assert r["anomaly_count"] >= len(r["anomalies"]), name
 
 
-@pytest.mark.xfail(reason=BRIEF, strict=False)
 def test_staleness_brief_field_shapes() -> None:
     r = _all_invalid()["staleness"]
     assert all(set(p) >= {"t_ms", "p"} for p in r["t_visibility"])
@@ -172,20 +166,17 @@ def test_staleness_brief_field_shapes() -> None:
     assert isinstance(r["visible_within"], dict)
 
 
-@pytest.mark.xfail(reason=BRIEF, strict=False)
 def test_session_guarantees_are_booleans() -> None:
     r = _all_invalid()["session"]
     assert r["read_your_writes"] is False and r["monotonic_reads"] in (True, False)
 
 
-@pytest.mark.xfail(reason=BRIEF, strict=False)
 def test_convergence_anomaly_is_divergent_naming_the_node() -> None:
     r = _all_invalid()["convergence"]
     assert {a["type"] for a in r["anomalies"]} == {"divergent"}
     assert "node 0" in r["anomalies"][0]["explanation"]
 
 
-@pytest.mark.xfail(reason=BRIEF, strict=False)
 def test_herd_default_gap_is_50_ms() -> None:
     h = H()
     for i, t in enumerate((0, 40, 80, 120)):  # each within 50 ms of the previous, not of the first
