@@ -276,7 +276,7 @@ def merged_exit(cells: list[Cell]) -> int:
 
 
 def merged_valid(cells: list[Cell]) -> Any:
-    from harness.runner import merge_verdicts
+    from checkers import merge_verdicts
 
     return merge_verdicts(c.valid for c in cells)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import strategies
 import workloads
+from checkers import merge, run_checkers
 from harness import exitcodes, faults, store
 from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
 from harness.faults import FaultContext, FaultError, Scheduled
@@ -425,19 +426,14 @@ def check_history(path: Path, wl: Workload, cfg: RunConfig) -> dict[str, Any]:
     for k, v in cfg.checker_opts.items():
         opts.setdefault(k, {}).update(v)
     extra = {n: wl.extra_checkers[n] for n in names if n in wl.extra_checkers}
-    try:
-        from checkers import run_checkers
-    except ImportError:
-        out: dict[str, Any] = {"valid": "unknown", "checkers": {}, "note": "checkers package not available"}
-    else:
-        out = run_checkers(history, [n for n in names if n not in extra], opts)
+    out = run_checkers(history, [n for n in names if n not in extra], opts)
     for name, fn in extra.items():
         try:
             r = fn(history, **opts.get(name, {}))
         except Exception as e:  # noqa: BLE001 - a crashed checker says unknown, never valid
             r = {"valid": "unknown", "error": f"{type(e).__name__}: {e}"}
         out["checkers"][name] = r
-    out["valid"] = merge_verdicts(r.get("valid") for r in out["checkers"].values())
+    out["valid"] = merge(r.get("valid") for r in out["checkers"].values())
     return out
 
 
@@ -449,16 +445,6 @@ def render_report(run_dir: Path) -> None:
         render(run_dir)
     except Exception as e:  # noqa: BLE001
         log.error("report rendering failed: %s: %s", type(e).__name__, e)
-
-
-def merge_verdicts(verdicts: Any) -> bool | str:
-    """false > unknown > true; no verdict at all is unknown."""
-    seen = list(verdicts)
-    if any(v is False for v in seen):
-        return False
-    if not seen or any(v is not True for v in seen):
-        return "unknown"
-    return True
 
 
 def _close_direct(d: Direct) -> None:
