@@ -154,6 +154,7 @@ class ProcessService:
     run_as: str | None = None
     start_timeout = 20.0
     stop_timeout = 10.0
+    stop_signal = signal.SIGTERM  # the server's "shut down cleanly and promptly" signal
 
     def __init__(self, cluster_dir: Path, port: int) -> None:
         self.dir = cluster_dir / self.name
@@ -247,11 +248,11 @@ class ProcessService:
             kill_group(self.proc.pid, sig)
 
     def stop(self) -> None:
-        """Graceful stop (SIGTERM, then SIGKILL after ``stop_timeout``)."""
+        """Graceful stop (``stop_signal``, then SIGKILL after ``stop_timeout``)."""
         if self.proc is None:
             return
         self._signal(signal.SIGCONT)
-        self._signal(signal.SIGTERM)
+        self._signal(self.stop_signal)
         try:
             self.proc.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:

@@ -27,6 +27,7 @@ from harness.toxiproxy import Toxiproxy
 class RedisService(ProcessService):
     name = "redis"
     start_timeout = 10.0
+    stop_timeout = 5.0  # nothing to save (persistence off by default)
 
     def __init__(self, cluster_dir: Path, port: int, persistence: bool = False) -> None:
         super().__init__(cluster_dir, port)
@@ -53,6 +54,9 @@ class PostgresService(ProcessService):
 
     name = "postgres"
     start_timeout = 20.0
+    # SIGTERM is PostgreSQL's *smart* shutdown, which waits for every client to disconnect (a worker
+    # abandoned by the watchdog can hold one for a long time); SIGINT is its fast shutdown.
+    stop_signal = signal.SIGINT
 
     def __init__(self, cluster_dir: Path, port: int) -> None:
         super().__init__(cluster_dir, port)
@@ -298,6 +302,7 @@ def _kafka_uuid() -> str:
 class ToxiproxyService(ProcessService):
     name = "toxiproxy"
     start_timeout = 10.0
+    stop_timeout = 3.0  # stateless: no reason to wait for its open connections
 
     def command(self) -> list[str]:
         return [paths.toxiproxy_server(), "-host", "127.0.0.1", "-port", str(self.port)]
