@@ -28,11 +28,13 @@ class Case:
 
 
 def locate(start: Path | None = None) -> Path | None:
-    """The corpus folder: $CACHECERT_CONFORMANCE, else ../shared/conformance beside the repo."""
+    """The corpus folder: $CACHECERT_CONFORMANCE, else ../shared/conformance beside the repo, else the
+    workplace's /work/shared/conformance (a CI clone may live elsewhere)."""
     env = os.environ.get("CACHECERT_CONFORMANCE")
     cands = [Path(env)] if env else []
     repo = (start or Path(__file__)).resolve().parents[1]
     cands.append((repo / "../shared/conformance").resolve())
+    cands.append(Path("/work/shared/conformance"))
     for c in cands:
         for d in (c, c / "knossos"):
             if (d / "expected.csv").is_file():
