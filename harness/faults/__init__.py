@@ -179,7 +179,6 @@ def random_schedule(menu: list[str], time_limit: float, seed: int, n: int | None
     rng = random.Random(f"faults-{seed}")
     n = n if n is not None else max(1, int(time_limit // 4))
     out: list[Scheduled] = []
-    busy: dict[str, float] = {}
     for _ in range(n * 4):
         if len(out) >= n:
             break
@@ -189,7 +188,6 @@ def random_schedule(menu: list[str], time_limit: float, seed: int, n: int | None
         s = parse_item(f"{item}@{at}+{min(dur, time_limit - at)}", time_limit, services)
         if any(o.fault.target == s.fault.target and o.at < s.end and s.at < o.end for o in out):
             continue
-        busy[s.fault.target] = s.end
         out.append(s)
     out.sort(key=lambda s: s.at)
     validate(out, time_limit)
