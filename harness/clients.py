@@ -161,3 +161,17 @@ class Pg:
                 c.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+def subscribe_confirmed(client: redis.Redis, channel: str, timeout: float) -> Any:
+    """A pub/sub on ``channel`` that counts only once Redis confirmed the subscription (a message
+    published before that would be lost silently); TimeoutError if no confirmation in ``timeout``."""
+    ps = client.pubsub(ignore_subscribe_messages=False)
+    ps.subscribe(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = ps.get_message(timeout=0.05)
+        if m and m["type"] == "subscribe":
+            return ps
+    ps.close()
+    raise TimeoutError("no subscribe confirmation")

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import psycopg
 import redis
 
-from harness.clients import redis_client, watchdog
+from harness.clients import redis_client, subscribe_confirmed, watchdog
 from strategies.base import Env, KvTable, ParamError, decode, encode, positive
 
 log = logging.getLogger("cachecert.flags")
@@ -141,16 +141,7 @@ class BusHub:
     def _subscribe(self) -> None:
         self.client = redis_client(self.endpoint, timeout=self.timeout)
         self.client.ping()
-        ps = self.client.pubsub(ignore_subscribe_messages=False)
-        ps.subscribe(CHANNEL)
-        deadline = time.monotonic() + self.timeout * 2
-        while time.monotonic() < deadline:  # the subscription counts only once confirmed
-            m = ps.get_message(timeout=0.05)
-            if m and m["type"] == "subscribe":
-                self.pubsub = ps
-                return
-        ps.close()
-        raise TimeoutError("no subscribe confirmation")
+        self.pubsub = subscribe_confirmed(self.client, CHANNEL, self.timeout * 2)
 
     def start(self) -> None:
         try:

@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import psycopg
 import redis
 
-from harness.clients import Pg, redis_client
+from harness.clients import Pg, redis_client, subscribe_confirmed
 from strategies.base import DefiniteFailure, Env, ParamError, positive
 
 CHANNEL = "cc:items"
@@ -168,16 +168,7 @@ class _Replica:
     # -- the push channel ---------------------------------------------------------------------------
     def _subscribe(self) -> None:
         self.client = redis_client(self.link_redis, timeout=self.timeout)
-        ps = self.client.pubsub(ignore_subscribe_messages=False)
-        ps.subscribe(CHANNEL)
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            m = ps.get_message(timeout=0.05)
-            if m and m["type"] == "subscribe":
-                self.ps = ps
-                return
-        ps.close()
-        raise TimeoutError("no subscribe confirmation")
+        self.ps = subscribe_confirmed(self.client, CHANNEL, self.timeout)
 
     def _drop(self) -> None:
         ps, self.ps = self.ps, None

@@ -207,12 +207,17 @@ def sweep(cluster_id: str | None = None) -> int:
     if c is None:
         return 0
     label = f"{LABEL}={cluster_id}" if cluster_id else LABEL
+    return _remove(c.containers.list(all=True, filters={"label": label}))
+
+
+def _remove(containers: list[Any]) -> int:
+    """Force-remove containers; how many went."""
     n = 0
-    for ctr in c.containers.list(all=True, filters={"label": label}):
+    for ctr in containers:
         try:
             ctr.remove(force=True)
             n += 1
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - already gone
             pass
     return n
 
@@ -240,16 +245,9 @@ def sweep_orphans(known: set[str]) -> int:
     c = _client_or_none()
     if c is None:
         return 0
-    n = 0
-    for ctr in c.containers.list(all=True, filters={"label": f"cachecert.state={paths.STATE}"}):
-        if ctr.labels.get(LABEL) in known or _owner_alive(ctr.labels.get("cachecert.owner", "")):
-            continue
-        try:
-            ctr.remove(force=True)
-            n += 1
-        except Exception:  # noqa: BLE001
-            pass
-    return n
+    mine = c.containers.list(all=True, filters={"label": f"cachecert.state={paths.STATE}"})
+    return _remove([ctr for ctr in mine if ctr.labels.get(LABEL) not in known
+                    and not _owner_alive(ctr.labels.get("cachecert.owner", ""))])
 
 
 def _owner() -> str:
