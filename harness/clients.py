@@ -175,3 +175,15 @@ def subscribe_confirmed(client: redis.Redis, channel: str, timeout: float) -> An
             return ps
     ps.close()
     raise TimeoutError("no subscribe confirmation")
+
+
+def close_quietly(*things: Any) -> None:
+    """``close()`` each thing that has one, ignoring errors: teardown after a fault must not raise."""
+    for t in things:
+        fn = getattr(t, "close", None)
+        if fn is None:
+            continue
+        try:
+            fn()
+        except Exception:  # noqa: BLE001
+            pass

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from harness.clients import close_quietly
 from strategies.base import DefiniteFailure, Env
 
 
@@ -55,7 +56,7 @@ class NodePool:
             self.down[i] = True
             self.crashes[i] += 1
             inst, env = self.instances[i], self.envs[i]
-        threading.Thread(target=_close_quietly, args=(inst, env), daemon=True).start()
+        threading.Thread(target=close_quietly, args=(inst, env), daemon=True).start()
 
     def restart(self, i: int) -> None:
         with self._lock:
@@ -73,14 +74,4 @@ class NodePool:
 
     def close(self) -> None:
         for inst, env in zip(self.instances, self.envs, strict=True):
-            _close_quietly(inst, env)
-
-
-def _close_quietly(inst: Any, env: Env | None) -> None:
-    for fn in (getattr(inst, "close", None), getattr(env, "close", None)):
-        if fn is None:
-            continue
-        try:
-            fn()
-        except Exception:  # noqa: BLE001
-            pass
+            close_quietly(inst, env)

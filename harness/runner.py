@@ -25,6 +25,7 @@ import strategies
 import workloads
 from checkers import merge, run_checkers
 from harness import exitcodes, faults, store
+from harness.clients import close_quietly
 from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
 from harness.faults import FaultContext, FaultError, Scheduled
 from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
@@ -343,12 +344,12 @@ class Run:
         self._phase("quiesce")
         time.sleep(cfg.quiesce)
         self._phase("final")
-        _close_direct(direct)
+        close_quietly(direct.redis, direct.pg)
         direct = self._direct()  # fresh: a fault may have restarted the services since set-up
         try:
             self._final_reads(direct)
         finally:
-            _close_direct(direct)
+            close_quietly(direct.redis, direct.pg)
         self._phase("done")
 
     def _wait_load(self, t0: float, limit: float) -> None:
@@ -445,15 +446,6 @@ def render_report(run_dir: Path) -> None:
         render(run_dir)
     except Exception as e:  # noqa: BLE001
         log.error("report rendering failed: %s: %s", type(e).__name__, e)
-
-
-def _close_direct(d: Direct) -> None:
-    for c in (d.redis, d.pg):
-        try:
-            if c is not None:
-                c.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _err(e: BaseException) -> str:

@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import psycopg
 import redis
 
-from harness.clients import redis_client, subscribe_confirmed, watchdog
+from harness.clients import close_quietly, redis_client, subscribe_confirmed, watchdog
 from strategies.base import Env, KvTable, ParamError, decode, encode, positive
 
 log = logging.getLogger("cachecert.flags")
@@ -174,12 +174,7 @@ class BusHub:
 
     def _drop(self) -> None:
         ps, self.pubsub = self.pubsub, None
-        for c in (ps, self.client):
-            try:
-                if c is not None:
-                    c.close()
-            except Exception:  # noqa: BLE001
-                pass
+        close_quietly(ps, self.client)
 
     def close(self) -> None:
         self.stop.set()

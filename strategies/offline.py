@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import psycopg
 import redis
 
-from harness.clients import Pg, redis_client, subscribe_confirmed
+from harness.clients import Pg, close_quietly, redis_client, subscribe_confirmed
 from strategies.base import DefiniteFailure, Env, ParamError, positive
 
 CHANNEL = "cc:items"
@@ -172,12 +172,7 @@ class _Replica:
 
     def _drop(self) -> None:
         ps, self.ps = self.ps, None
-        for c in (ps, self.client):
-            try:
-                if c is not None:
-                    c.close()
-            except Exception:  # noqa: BLE001
-                pass
+        close_quietly(ps, self.client)
 
     def _set_online(self, up: bool) -> None:
         if up == self.online:
