@@ -1,8 +1,12 @@
-"""Where things live: the repo's caches (installed binaries and jars) and the cluster state dir.
+"""Where things live: the repo's caches (installed binaries and jars), the cluster state dir and
+the reports.
 
 Kept in one place so the bootstrap script, the local backend and `cachecert down` agree.
 The state dir is under /tmp by default because PostgreSQL runs as the `postgres` user, which must
 be able to traverse to its data directory (a root home directory is usually mode 700).
+Reports belong to the user, not to cachecert: they go to ``$CACHECERT_REPORTS`` or ``./reports`` of
+the working directory, looked up when a run starts (never the cachecert checkout, nor site-packages
+for an installed package).
 """
 
 from __future__ import annotations
@@ -15,7 +19,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("CACHECERT_CACHE", REPO / ".cache"))
 STATE = Path(os.environ.get("CACHECERT_STATE_DIR", f"/tmp/cachecert-{os.getuid()}"))
-REPORTS = Path(os.environ.get("CACHECERT_REPORTS", REPO / "reports"))
+
+
+def reports_dir() -> Path:
+    """Where runs are stored: ``$CACHECERT_REPORTS`` if set, else ``./reports`` of the working
+    directory; absolute, read at call time (a process may chdir, a test may set the variable)."""
+    env = os.environ.get("CACHECERT_REPORTS")
+    return Path(env).absolute() if env else Path.cwd() / "reports"
+
+
+def __getattr__(name: str) -> Path:
+    """``paths.REPORTS`` stays readable by older callers; it is ``reports_dir()`` at the time of use."""
+    if name == "REPORTS":
+        return reports_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MissingBinary(RuntimeError):

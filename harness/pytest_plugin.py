@@ -22,7 +22,8 @@ Fixtures (named ``cachecert_*`` so they never clash with a suite's own ``cluster
 - ``cachecert_result``: the results of the marker's run.
 
 Options: ``--cachecert-time-limit`` (seconds of load when a marker gives none),
-``--cachecert-report-dir`` (run directories; default ``./reports`` or $CACHECERT_REPORTS),
+``--cachecert-report-dir`` (run directories; default $CACHECERT_REPORTS, else ``reports/`` in pytest's
+rootdir),
 ``--cachecert-backend``, ``--cachecert-services``. The report header lists the service versions.
 
 Import cost is pytest + stdlib: the harness is imported only when a marker or fixture is used, so
@@ -61,7 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--cachecert-time-limit", type=float, default=None, metavar="SECONDS",
                 help="seconds of load per cachecert run when the marker gives none (default: the workload's)")
     g.addoption("--cachecert-report-dir", default=None, metavar="DIR",
-                help="where run directories and report.html go (default: $CACHECERT_REPORTS or ./reports)")
+                help="where run directories and report.html go (default: $CACHECERT_REPORTS, else reports/ in "
+                     "pytest's rootdir)")
     g.addoption("--cachecert-services", default=None, metavar="LIST",
                 help="services of the session cluster, e.g. redis,postgres (default: what the markers need)")
 
@@ -183,12 +185,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def report_dir(config: pytest.Config) -> Path:
+    """``--cachecert-report-dir``, else ``$CACHECERT_REPORTS``, else ``reports/`` in pytest's rootdir:
+    the user's project, wherever pytest was started from inside it (never the cachecert checkout)."""
     opt = config.getoption("--cachecert-report-dir")
     if opt:
         return Path(opt).resolve()
-    from harness import paths
+    if os.environ.get("CACHECERT_REPORTS"):
+        from harness import paths
 
-    return paths.REPORTS
+        return paths.reports_dir()
+    return Path(config.rootpath) / "reports"
 
 
 # -- fixtures ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from harness.exitcodes import UsageError
 
 
 def _reports_root(args: argparse.Namespace) -> Path:
-    return Path(args.reports) if getattr(args, "reports", None) else paths.REPORTS
+    return Path(args.reports) if getattr(args, "reports", None) else paths.reports_dir()
 
 
 # -- report / ls -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from harness import paths
 
 
 def new_run_dir(workload: str, strategy: str, root: Path | None = None) -> Path:
-    base = (root or paths.REPORTS) / _safe(workload) / _safe(strategy)
+    base = (root or paths.reports_dir()) / _safe(workload) / _safe(strategy)
     base.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     for n in range(1000):
@@ -56,6 +56,6 @@ def read_json(path: Path) -> Any:
 
 
 def list_runs(root: Path | None = None) -> list[Path]:
-    root = root or paths.REPORTS
+    root = root or paths.reports_dir()
     return sorted((p.parent for p in root.glob("*/*/*/config.json") if not p.parent.is_symlink()),
                   key=lambda p: p.name)
