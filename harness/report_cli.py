@@ -1,4 +1,5 @@
-"""`cachecert report | ls | certify | compare | demo`: the commands that present results.
+"""`cachecert report | ls | certify | compare | demo`: the commands that present results (and, in
+``ls``, the catalog of what can be run: harness.catalog).
 
 Why a module of its own: harness.cli loads it as an extension (``register``), so the presentation
 layer grows without touching the core CLI. Exit codes follow harness.exitcodes: certify and compare
@@ -58,6 +59,24 @@ def stored_runs(root: Path) -> list[dict[str, Any]]:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    from harness import catalog
+
+    what = catalog.KINDS_ALIASES.get(args.what, args.what)
+    if what == "runs":
+        return _ls_runs(args)
+    if args.strategy:
+        raise UsageError(f"--strategy filters stored runs, not {what} (try `cachecert ls runs --strategy S`)")
+    if args.workload and what not in ("strategies", "plans"):
+        raise UsageError(f"--workload filters strategies, plans and runs, not {what}")
+    items = catalog.entries(what, args.workload)
+    if args.json:
+        print(json.dumps([e.to_dict() for e in items], indent=2))
+    else:
+        print("\n".join(catalog.lines(what, items)) or f"no {what}")
+    return 0
+
+
+def _ls_runs(args: argparse.Namespace) -> int:
     from harness.report.html import verdict_word
 
     rows = stored_runs(_reports_root(args))
@@ -193,10 +212,16 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
     rp.add_argument("--out", help="output file (default: RUN_DIR/report.html)")
     handlers["report"] = cmd_report
 
-    ls = sub.add_parser("ls", help="list stored runs with their verdicts")
-    ls.add_argument("--reports", help="reports root (default: ./reports)")
-    ls.add_argument("--workload")
-    ls.add_argument("--strategy")
+    from harness.catalog import KINDS_ALIASES, WHAT
+
+    ls = sub.add_parser("ls", help="list workloads, strategies, faults, plans, or stored runs (default)",
+                        description="cachecert ls [runs|workloads|strategies|faults|plans]: one line each "
+                                    "with its description and parameters; runs by default")
+    ls.add_argument("what", nargs="?", default="runs", choices=(*WHAT, *KINDS_ALIASES), metavar="WHAT",
+                    help=f"one of {', '.join(WHAT)} (default: runs)")
+    ls.add_argument("--reports", help="reports root for runs (default: ./reports)")
+    ls.add_argument("--workload", "-w", help="only this workload's strategies, plans or runs")
+    ls.add_argument("--strategy", "-s", help="only this strategy's runs")
     ls.add_argument("--json", action="store_true")
     handlers["ls"] = cmd_ls
 

@@ -1,4 +1,4 @@
-"""`cachecert run`, `rerun` and `reproduce`: command-line front ends of the run engine."""
+"""`cachecert run` and `rerun` (alias `reproduce`): command-line front ends of the run engine."""
 
 from __future__ import annotations
 
@@ -138,10 +138,10 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
     run.add_argument("workload", help=f"one of: {', '.join(sorted(REGISTRY))}")
     add_run_options(run)
     handlers["run"] = cmd_run
-    for name in ("rerun", "reproduce"):
-        rr = sub.add_parser(name, help="re-run a stored run with its seed and fault schedule")
-        rr.add_argument("run_dir")
-        rr.add_argument("--json", action="store_true")
-        rr.add_argument("--junit", metavar="PATH", help="write JUnit XML (one test case per checker)")
-        rr.add_argument("--no-progress", action="store_true")
-        handlers[name] = cmd_rerun
+    # one command, two names: `reproduce` is an alias of `rerun` (argparse reports the name typed)
+    rr = sub.add_parser("rerun", aliases=["reproduce"], help="re-run a stored run with its seed and fault schedule")
+    rr.add_argument("run_dir")
+    rr.add_argument("--json", action="store_true")
+    rr.add_argument("--junit", metavar="PATH", help="write JUnit XML (one test case per checker)")
+    rr.add_argument("--no-progress", action="store_true")
+    handlers["rerun"] = handlers["reproduce"] = cmd_rerun
