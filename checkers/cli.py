@@ -14,18 +14,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.history import HistoryError, load_history
+from checkers import CHECKERS, CheckerLookupError, CheckPlan, judge, plan_for, run_checkers
+from checkers.ops import pair
+from harness.history import HistoryError, load_history_tail
 
 EXIT = {True: 0, False: 1, "unknown": 2}
 EXIT_BAD_INPUT = 2
-ALL_OURS = ("linearizable", "versions", "staleness", "session", "durability", "convergence", "integrity",
-            "herd", "perf")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="history.jsonl, a run directory, or a Jepsen .edn history")
     p.add_argument("--checker", "-c", action="append", dest="checkers", metavar="NAME",
-                   help="checker to run (repeatable; default: those that fit the history)")
+                   help="checker to run (repeatable; default: the run's own checkers, else those that fit "
+                        "the history)")
+    p.add_argument("--workload", "-w", help="judge as a run of this workload (its checkers and options)")
     p.add_argument("--format", choices=("jsonl", "jepsen-edn"), help="history format (default: by extension)")
     p.add_argument("--model", choices=("register", "cas-register", "multi-register", "mutex"),
                    help="linearizability model (default: register for ours, guessed from the ops for EDN)")
@@ -70,24 +72,75 @@ def _auto_checkers(history: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-def _run_dir_options(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Checker options a stored run was judged with: its workload's, then its config's."""
+def _run_record(path: Path) -> dict[str, Any] | None:
+    """The config.json of the run a path belongs to (a run dir, or its history.jsonl), if any."""
+    d = path if path.is_dir() else path.parent
     try:
-        cfg = json.loads((run_dir / "config.json").read_text())
+        rec = json.loads((d / "config.json").read_text())
     except (OSError, ValueError):
-        return {}
-    c = cfg.get("config") or {}
-    out: dict[str, dict[str, Any]] = {}
-    try:
-        import workloads
+        return None
+    return rec if isinstance(rec, dict) else None
 
-        wl = workloads.load(c.get("workload"))
-        out = {k: dict(v) for k, v in wl.checker_opts.items()}
-    except Exception:  # noqa: BLE001 - options are a convenience; the history alone still checks
-        pass
-    for k, v in (c.get("checker_opts") or {}).items():
-        if isinstance(v, dict):
-            out.setdefault(k, {}).update(v)
+
+def _load_workload(name: str) -> Any:
+    import workloads
+
+    try:
+        return workloads.load(name)
+    except LookupError as e:
+        raise HistoryError(str(e)) from None
+
+
+def _owner_of(names: list[str]) -> Any:
+    """For a bare history: the one workload whose own checkers include a requested name."""
+    import workloads
+
+    owners = {}
+    for n in names:
+        if n in CHECKERS:
+            continue
+        found = [w for w in (workloads.load(x) for x in workloads.REGISTRY) if n in w.extra_checkers]
+        if not found:
+            return None  # plan_for names the unknown checker
+        if len(found) > 1:
+            raise HistoryError(f"checker {n!r} belongs to several workloads ({', '.join(w.name for w in found)}): "
+                               f"pass --workload")
+        owners[found[0].name] = found[0]
+    if len(owners) > 1:
+        raise HistoryError(f"checkers of different workloads ({', '.join(owners)}) cannot judge one history")
+    return next(iter(owners.values()), None)
+
+
+def _jsonl_plan(path: Path, history: list[dict[str, Any]], args: argparse.Namespace,
+                opts: dict[str, dict[str, Any]]) -> tuple[CheckPlan, int | None]:
+    """The run's own plan (names and options recorded in its config.json) when the history belongs to
+    a stored run, else one for the history's shape; ``-c``/``--opt``/``--workload`` override."""
+    rec = _run_record(path)
+    if rec is not None and args.workload is None:
+        cfg = rec.get("config") or {}
+        checks = rec.get("checks") or {}
+        wl = _load_workload(checks.get("workload") or cfg.get("workload"))
+        names = args.checkers or checks.get("names") or cfg.get("checkers")
+        base = checks.get("opts") if "opts" in checks else cfg.get("checker_opts") or {}
+        scheduled = len(rec["schedule"]) if isinstance(rec.get("schedule"), list) else None
+        plan = plan_for(wl, names, base)
+        plan.opts = _overlay(plan.opts, opts)
+        return plan, scheduled
+    if args.workload is not None:
+        wl = _load_workload(args.workload)
+    else:
+        wl = _owner_of(args.checkers or [])
+    names = args.checkers or (None if wl is not None else _auto_checkers(history))
+    plan = plan_for(wl, names, {})
+    plan.opts = _overlay(plan.opts, opts)
+    plan.opts.setdefault("linearizable", {}).setdefault("model", args.model or "register")
+    return plan, None
+
+
+def _overlay(base: dict[str, dict[str, Any]], top: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {k: dict(v) for k, v in base.items()}
+    for k, v in top.items():
+        out.setdefault(k, {}).update(v)
     return out
 
 
@@ -102,7 +155,7 @@ def _summary(r: dict[str, Any]) -> str:
         first = an[0].get("explanation", "") if an else ""
         return f"{t}. {first}".strip()
     if r.get("valid") == "unknown":
-        return str(r.get("error") or r.get("note") or "")
+        return str(r.get("reason") or r.get("error") or r.get("note") or "")
     return ""
 
 
@@ -114,66 +167,81 @@ def check_main(argv: list[str] | None = None) -> int:
     return run(args)
 
 
-def run(args: argparse.Namespace) -> int:
-    from checkers import run_checkers
+def _parse_opts(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    opts: dict[str, dict[str, Any]] = {}
+    for o in args.opt:
+        name, _, rest = o.partition(".")
+        k, eq, v = rest.partition("=")
+        if not name or not k or not eq:
+            raise ValueError(f"--opt {o!r}: expected CHECKER.KEY=VALUE")
+        opts.setdefault(name, {})[k] = _parse_value(v)
+    return opts
 
+
+def _judge_edn(path: Path, args: argparse.Namespace, opts: dict[str, dict[str, Any]],
+               initial: Any) -> dict[str, Any]:
+    """Jepsen/Knossos semantics: the history's order is real time, nil reads match anything, and a
+    history with nothing to judge (only nemesis ops) is trivially linearizable."""
+    from checkers.edn import read_edn_history
+
+    history = read_edn_history(path)
+    model = args.model or _guess_model(history)
+    names = args.checkers or ["linearizable"]
+    lin = opts.setdefault("linearizable", {})
+    lin.setdefault("model", model)
+    lin.setdefault("nil_reads_any", True)
+    lin.setdefault("order", "index")
+    lin.setdefault("empty_ok", True)
+    if initial is None and model == "multi-register":
+        initial = {}
+    _set_initial(names, opts, initial)
+    if args.time_limit is not None:
+        for n in names:
+            opts.setdefault(n, {}).setdefault("time_limit_s", args.time_limit)
+    if any(op.get("process") != "nemesis" for op in history):
+        pair(history)  # a bad history is bad input, not an unknown verdict
+    out = run_checkers(history, names, opts)
+    out["ops"] = len(history)
+    return out
+
+
+def _judge_jsonl(path: Path, args: argparse.Namespace, opts: dict[str, dict[str, Any]],
+                 initial: Any) -> dict[str, Any]:
+    history, truncated = load_history_tail(path)
+    if not any(op.get("process") != "nemesis" for op in history):
+        raise HistoryError(f"{path}: no operations in this history")
+    pair(history)  # a bad history is bad input, not an unknown verdict
+    try:
+        plan, scheduled = _jsonl_plan(path, history, args, opts)
+    except CheckerLookupError as e:
+        raise HistoryError(str(e)) from None
+    _set_initial(plan.names, plan.opts, initial)
+    out = judge(history, plan, truncated=truncated, scheduled=scheduled, time_limit_s=args.time_limit)
+    out["ops"] = len(history)
+    return out
+
+
+def _set_initial(names: list[str], opts: dict[str, dict[str, Any]], initial: Any) -> None:
+    if initial is not None:
+        for n in names:
+            opts.setdefault(n, {}).setdefault("initial", initial)
+
+
+def run(args: argparse.Namespace) -> int:
     path = Path(args.path)
-    run_opts: dict[str, dict[str, Any]] = {}
     if path.is_dir():
-        run_opts = _run_dir_options(path)
         path = path / "history.jsonl"
     fmt = args.format or ("jepsen-edn" if path.suffix == ".edn" else "jsonl")
-    opts: dict[str, dict[str, Any]] = {}
     try:
-        for o in args.opt:
-            name, _, rest = o.partition(".")
-            k, eq, v = rest.partition("=")
-            if not name or not k or not eq:
-                raise ValueError(f"--opt {o!r}: expected CHECKER.KEY=VALUE")
-            opts.setdefault(name, {})[k] = _parse_value(v)
+        opts = _parse_opts(args)
         initial = _parse_value(args.initial) if args.initial is not None else None
+        judge_fn = _judge_edn if fmt == "jepsen-edn" else _judge_jsonl
+        results = judge_fn(path, args, opts, initial)
     except (ValueError, HistoryError) as e:
         print(f"cachecert check: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    try:
-        if fmt == "jepsen-edn":
-            from checkers.edn import read_edn_history
-
-            history = read_edn_history(path)
-            model = args.model or _guess_model(history)
-            names = args.checkers or ["linearizable"]
-            lin = opts.setdefault("linearizable", {})
-            lin.setdefault("model", model)
-            lin.setdefault("nil_reads_any", True)
-            lin.setdefault("order", "index")  # Jepsen: the history's order is the real-time order
-            if initial is None and model == "multi-register":
-                initial = {}
-        else:
-            history = load_history(path)
-            names = args.checkers or _auto_checkers(history)
-            for n, o in run_opts.items():  # the run's own checker options, under the command line's
-                for k, v in o.items():
-                    opts.setdefault(n, {}).setdefault(k, v)
-            opts.setdefault("linearizable", {}).setdefault("model", args.model or "register")
-        if initial is not None:
-            for n in names:
-                opts.setdefault(n, {}).setdefault("initial", initial)
-        if args.time_limit is not None:
-            for n in names:
-                opts.setdefault(n, {}).setdefault("time_limit_s", args.time_limit)
-        if not any(op.get("process") != "nemesis" for op in history):
-            raise HistoryError(f"{path}: no operations in this history")
-        # validate pairing up front: a bad history is bad input, not an unknown verdict
-        from checkers.ops import pair
-
-        pair(history)
-    except HistoryError as e:
-        print(f"cachecert check: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    results = run_checkers(history, names, opts)
     results["history"] = str(path)
     results["format"] = fmt
-    results["ops"] = len(history)
     verdict = results["valid"]
     if not args.quiet:
         for name, r in results["checkers"].items():
@@ -181,8 +249,14 @@ def run(args: argparse.Namespace) -> int:
             word = {True: "valid", False: "INVALID"}.get(v, "unknown")
             s = _summary(r)
             print(f"  {name:<13} {word:<8} {s[:300]}")
+        if results.get("history_truncated"):
+            print(f"  {results['history_truncated']['message']}")
+    n = len(results["checkers"])
+    why = ""
+    if verdict not in (True, False) and results.get("unknown_reasons"):
+        why = f" ({results['unknown_reasons'][0]})"
     word = {True: "VALID", False: "INVALID"}.get(verdict, "UNKNOWN")
-    print(f"{word}: {path} ({len(history)} ops, {len(names)} checker{'s' if len(names) != 1 else ''})")
+    print(f"{word}: {path} ({results['ops']} ops, {n} checker{'s' if n != 1 else ''}){why}")
     if args.out:
         try:
             Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -137,6 +137,8 @@ def generate(n_ops: int = 200, *, keys: int = 3, processes: int = 4, write_p: fl
                 if proc == FINAL_PROCESS:
                     c.update(source="cache", hit=True)
                 out.append(c)
+        out.append({"process": "nemesis", "type": "info", "f": "phase", "value": "done",
+                    "time_ns": t + 1000, "index": len(out)})
     return out
 
 

@@ -141,13 +141,22 @@ def validate(op: Any, where: str) -> Op:
     return op
 
 
+def truncation(path: str | os.PathLike[str], lines: int, records: int) -> dict[str, Any]:
+    """What a history cut mid-record says about itself (results.json ``history_truncated``)."""
+    return {"after_line": lines, "complete_records": records,
+            "message": f"history ends mid-record after line {lines} (the run was killed); "
+                       f"checked the {records} complete records"}
+
+
 def read_history(
-    path: str | os.PathLike[str], *, allow_truncated_tail: bool = True, check_pairs: bool = True
+    path: str | os.PathLike[str], *, allow_truncated_tail: bool = True, check_pairs: bool = True,
+    tail: dict[str, Any] | None = None,
 ) -> Iterator[Op]:
     """Stream and validate a history file, one op at a time.
 
-    A final line without its newline (a run killed mid-write) is dropped when
-    ``allow_truncated_tail``; any other bad line raises HistoryError with the line number.
+    A final line without its newline that does not parse (a run killed mid-write) is dropped when
+    ``allow_truncated_tail``, and ``tail`` (if given) gets ``tail["truncated"] = truncation(...)``
+    so the caller can say so; any other bad line raises HistoryError with the line number.
     With ``check_pairs``, a completion without an outstanding invoke on its process, or a second
     invoke while one is outstanding, is an error too.
     """
@@ -159,14 +168,16 @@ def read_history(
     outstanding: dict[Any, int] = {}
     loads = orjson.loads
     with f:
-        lineno = 0
+        lineno = records = 0
         for raw in f:
             lineno += 1
-            if not raw.endswith(b"\n") and allow_truncated_tail:
+            if not raw.endswith(b"\n") and allow_truncated_tail and raw.strip():
                 try:
                     loads(raw)
-                except ValueError:
-                    return  # torn last line of a killed run: the prefix stands
+                except ValueError:  # torn last line of a killed run: the prefix stands, and says so
+                    if tail is not None:
+                        tail["truncated"] = truncation(p, lineno - 1, records)
+                    return
             line = raw.strip()
             if not line:
                 continue
@@ -186,11 +197,19 @@ def read_history(
                     outstanding[proc] = lineno
                 elif outstanding.pop(proc, None) is None:
                     raise HistoryError(f"{p}:{lineno}: {op['type']} completion without an invoke on process {proc}")
+            records += 1
             yield op
 
 
 def load_history(path: str | os.PathLike[str], **kw: Any) -> list[Op]:
     return list(read_history(path, **kw))
+
+
+def load_history_tail(path: str | os.PathLike[str], **kw: Any) -> tuple[list[Op], dict[str, Any] | None]:
+    """The history and, if it was cut mid-record, its ``truncation`` record (else None)."""
+    tail: dict[str, Any] = {}
+    ops = list(read_history(path, tail=tail, **kw))
+    return ops, tail.get("truncated")
 
 
 def write_history(path: str | os.PathLike[str], ops: Iterable[Op]) -> None:

@@ -86,8 +86,10 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:
 def summarize(results: dict[str, Any]) -> None:
     verdict = {True: "VALID", False: "INVALID"}.get(results.get("valid"), "UNKNOWN")  # type: ignore[arg-type]
     counts = results.get("counts", {})
+    reasons = results.get("unknown_reasons") or []
+    why = f"  ({reasons[0]})" if verdict == "UNKNOWN" and reasons else ""
     print(f"{verdict}  {results['workload']}/{results['strategy']}  ok={counts.get('ok', 0)} "
-          f"fail={counts.get('fail', 0)} info={counts.get('info', 0)}  ({results.get('wall_s', 0):.1f} s)",
+          f"fail={counts.get('fail', 0)} info={counts.get('info', 0)}  ({results.get('wall_s', 0):.1f} s){why}",
           file=sys.stderr)
     for name, r in (results.get("checkers") or {}).items():
         v = {True: "ok", False: "FAIL"}.get(r.get("valid"), "unknown")
@@ -96,8 +98,8 @@ def summarize(results: dict[str, Any]) -> None:
         if anomalies:
             line += f"  {len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}; first: " \
                     f"{anomalies[0].get('explanation', anomalies[0].get('type'))}"
-        elif r.get("error"):
-            line += f"  ({r['error']})"
+        elif r.get("reason") or r.get("error"):
+            line += f"  ({r.get('reason') or r['error']})"
         print(line[:400], file=sys.stderr)
     for f in results.get("faults", []):
         mark = "verified" if f.get("verified") else "NOT VERIFIED"

@@ -23,13 +23,13 @@ from typing import Any
 
 import strategies
 import workloads
-from checkers import merge, run_checkers
+from checkers import CheckerLookupError, CheckPlan, judge, plan_for
 from harness import exitcodes, faults, store
 from harness.clients import close_quietly
 from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
 from harness.faults import FaultContext, FaultError, Scheduled
 from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
-from harness.history import HistoryWriter, load_history
+from harness.history import HistoryWriter, load_history_tail
 from harness.lifecycle import graceful_signals
 from harness.nemesis import Nemesis
 from harness.nodes import NodeDown, NodePool
@@ -132,6 +132,10 @@ def prepare(cfg: RunConfig) -> Prepared:
     if any(s.fault.kind == "crash-node" and int(s.fault.target) >= cfg.nodes for s in schedule
            if s.fault.target.isdigit()):
         raise ConfigError(f"a crash-node fault names a node this run does not have (nodes: {cfg.nodes})")
+    try:
+        check_plan(wl, cfg)
+    except CheckerLookupError as e:
+        raise ConfigError(str(e)) from None
     for s in schedule:
         if s.fault.kind == "step" and s.fault.target not in wl.steps:
             raise ConfigError(f"step:{s.fault.target}: workload {wl.name} has no such step "
@@ -402,9 +406,13 @@ class Run:
             base["error"] = self.error or "interrupted"
         if not hist_path.exists():
             return base | {"valid": "unknown", "checkers": {}, "exit_code": exitcodes.HARNESS}
-        results = check_history(hist_path, self.p.workload, self.cfg)
+        results = check_history(hist_path, self.p.workload, self.cfg, scheduled=len(self.p.schedule))
         out = base | results
+        if base["fault_errors"]:
+            out["unknown_reasons"].insert(0, f"fault failed: {base['fault_errors'][0]}")
         if self.error or interrupted:
+            out["unknown_reasons"].insert(0, "interrupted" if interrupted else f"run aborted: {self.error}")
+        if self.error or interrupted or base["fault_errors"]:
             out["valid"] = False if results["valid"] is False else "unknown"
         out["exit_code"] = exitcodes.for_verdict(out["valid"])
         if self.error and not interrupted and out["valid"] is not False:
@@ -416,26 +424,24 @@ class Run:
                 "workload": self.p.workload.describe(),
                 "schedule": [s.to_dict() for s in self.p.schedule],
                 "schedule_text": ";".join(s.to_text() for s in self.p.schedule),
+                "checks": check_plan(self.p.workload, self.cfg).to_record(),
                 "command": self.cfg.command, "python": sys.version.split()[0]}
 
 
-def check_history(path: Path, wl: Workload, cfg: RunConfig) -> dict[str, Any]:
-    """Run the workload's checkers (or the configured ones) on a stored history."""
-    history = load_history(path)
-    names = list(cfg.checkers or wl.checkers)
-    opts: dict[str, Any] = {k: dict(v) for k, v in wl.checker_opts.items()}
-    for k, v in cfg.checker_opts.items():
-        opts.setdefault(k, {}).update(v)
-    extra = {n: wl.extra_checkers[n] for n in names if n in wl.extra_checkers}
-    out = run_checkers(history, [n for n in names if n not in extra], opts)
-    for name, fn in extra.items():
-        try:
-            r = fn(history, **opts.get(name, {}))
-        except Exception as e:  # noqa: BLE001 - a crashed checker says unknown, never valid
-            r = {"valid": "unknown", "error": f"{type(e).__name__}: {e}"}
-        out["checkers"][name] = r
-    out["valid"] = merge(r.get("valid") for r in out["checkers"].values())
-    return out
+def check_plan(wl: Workload, cfg: RunConfig) -> CheckPlan:
+    """The checkers that judge this run, with their options: the one plan the run records in its
+    config.json and ``cachecert check RUN_DIR`` replays."""
+    return plan_for(wl, cfg.checkers, cfg.checker_opts)
+
+
+def check_history(path: Path, wl: Workload, cfg: RunConfig, time_limit_s: float | None = None,
+                  scheduled: int | None = None) -> dict[str, Any]:
+    """Judge a stored history with the run's check plan (``checkers.judge``: the same rules as
+    ``cachecert check``); ``time_limit_s`` bounds every checker (an interrupted run judges fast);
+    ``scheduled``: how many faults the schedule had (one that never started is not a fault)."""
+    history, truncated = load_history_tail(path)
+    return judge(history, check_plan(wl, cfg), truncated=truncated, time_limit_s=time_limit_s,
+                 scheduled=scheduled)
 
 
 def render_report(run_dir: Path) -> None:

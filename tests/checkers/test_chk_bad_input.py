@@ -90,8 +90,16 @@ def test_cli_exit_codes_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert check_main([str(_jsonl(tmp_path, "bad.jsonl", bad))]) == 1
     out = capsys.readouterr().out
     assert "garbage-read" in out
-    # a run killed mid-write: the torn last line is dropped, the prefix is judged
-    assert check_main([str(_jsonl(tmp_path, "torn.jsonl", h, tail='{"process": 1, "ty'))]) == 0
+    # a run killed mid-write: the torn last line is dropped, the prefix is judged, and it says so:
+    # unknown at best (the final phase may be missing), never a silent VALID
+    torn = _jsonl(tmp_path, "torn.jsonl", h, tail='{"process": 1, "ty')
+    assert check_main([str(torn), "-o", str(tmp_path / "torn.json")]) == 2
+    out = capsys.readouterr().out
+    assert f"history ends mid-record after line {len(h)} (the run was killed); checked the {len(h)} complete records" in out
+    res = json.loads((tmp_path / "torn.json").read_text())
+    assert res["history_truncated"]["complete_records"] == len(h) and res["valid"] == "unknown"
+    # the prefix is still judged: an anomaly in it is INVALID whatever the tail
+    assert check_main([str(_jsonl(tmp_path, "torn-bad.jsonl", bad, tail='{"process": 1, "ty'))]) == 1
     # --opt and a bound
     assert check_main([str(_jsonl(tmp_path, "ok2.jsonl", h)), "-c", "staleness", "--opt",
                        "staleness.bound_ms=0"]) == 0

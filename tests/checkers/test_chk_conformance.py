@@ -41,3 +41,18 @@ def test_rethink_minimal_blames_the_read() -> None:
     a = r["anomalies"][0]
     assert a["explanation"].startswith("Process 1 read 3 (op 2)"), a["explanation"]
     assert set(a["states"]) == {"0", "4"}
+
+
+@pytest.mark.skipif(CORPUS is None, reason="conformance corpus not found (../shared/conformance or "
+                                           "$CACHECERT_CONFORMANCE)")
+@pytest.mark.parametrize("case", CASES, ids=[c.file for c in CASES])
+def test_knossos_verdict_through_the_cli(case: corpus.Case, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same verdicts through ``cachecert check`` (what a user types), exit code included: a history
+    of nemesis ops only is valid, as Knossos says, not 'no operations'."""
+    import json
+
+    from checkers.cli import check_main
+
+    argv = [str(case.path), "--model", case.model, "--initial", json.dumps(case.initial), "--time-limit", "120"]
+    assert check_main(argv) == (0 if case.expected else 1), capsys.readouterr()
+    assert ("VALID:" if case.expected else "INVALID:") in capsys.readouterr().out
