@@ -350,10 +350,48 @@ def _explain(key: Any, s: _Spec, res: _Result, model: str, by_time: bool) -> dic
         expl = (f"{_op_text(culprit, key)} ({when}), but that cannot be linearized: after the longest "
                 f"linearizable prefix ({len(res.prefix)} ops{last}), {obj} could only {hold} {could}, {rest}.")
         ops_idx = culprit.ops + [o.index for o in concurrent[:20]]
-    return {"type": "nonlinearizable" if model != "mutex" else "mutex-violation", "key": key,
-            "ops": sorted(set(ops_idx)), "explanation": expl,
-            "op": culprit.index if culprit else None, "prefix": res.prefix[-50:],
-            "prefix_length": len(res.prefix), "states": states}
+    out = {"type": "nonlinearizable" if model != "mutex" else "mutex-violation", "key": key,
+           "ops": sorted(set(ops_idx)), "explanation": expl,
+           "op": culprit.index if culprit else None, "prefix": res.prefix[-50:],
+           "prefix_length": len(res.prefix), "states": states}
+    if culprit is not None and model in ("register", "cas-register"):
+        out["last_state"] = " or ".join(states) if states else None
+        out["context_ops"], out["context_roles"] = _context(s, res, culprit, by_time)
+    return out
+
+
+def _context(s: _Spec, res: _Result, culprit: Op, by_time: bool) -> tuple[list[int], dict[str, str]]:
+    """The writes that make ``culprit`` an anomaly, for a picture to show (as Porcupine does): for
+    each state the register could hold, the last write of the longest linearizable prefix that put
+    it there; for a read, the latest writes of the value it returned. History indexes (invoke and
+    completion), and a role in words per invoke index."""
+    by_index = {o.index: i for i, o in enumerate(s.ops)}
+    roles: dict[str, str] = {}
+    idx: list[int] = []
+
+    def written(i: int) -> Any:
+        return s.a[i] if s.kind[i] == K_WRITE else s.b[i] if s.kind[i] == K_CAS else ILLEGAL
+
+    def add(o: Op, role: str) -> None:
+        if str(o.index) not in roles:
+            roles[str(o.index)] = role
+            idx.extend(o.ops)
+
+    for state in res.states[:4]:
+        for p in reversed(res.prefix):
+            i = by_index.get(p)
+            if i is not None and s.ops[i] is not culprit and written(i) == state:
+                add(s.ops[i], f"wrote {vtext(s.ops[i].value if s.kind[i] == K_WRITE else s.ops[i].value[1])}: "
+                              "the last linearizable state")
+                break
+    if culprit.f == "read":
+        want = hashable(culprit.value)
+        before = (lambda o: o.t0 <= culprit.t1) if by_time else (
+            lambda o: culprit.cindex is None or o.index < culprit.cindex)
+        writers = [o for i, o in enumerate(s.ops) if o is not culprit and written(i) == want and before(o)]
+        for o in writers[-2:]:
+            add(o, f"wrote {vtext(culprit.value)}, the value read")
+    return sorted(set(idx)), roles
 
 
 def check(history: list[dict[str, Any]], *, model: str = "register", initial: Any = None,
