@@ -7,7 +7,10 @@ next to ``direct`` addresses that only the harness's own probes and final reads 
 
 Each cluster lives in ``STATE/clusters/<id>/`` with its pidfiles, logs and a ``cluster.json``; that
 record is what ``cachecert status`` shows and what ``cachecert down`` uses to reap the processes of
-a run that was itself killed.
+a run that was itself killed. Before that, the cluster's reaper (harness/reaper.py), a watcher
+process, kills the services and removes the directory within seconds of its owning process's death,
+by any signal: a SIGKILLed run leaves nothing behind even without `cachecert down`. A detached
+cluster (`cachecert up`) releases its reaper once it is up, and is kept until `cachecert down`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import paths
+from harness import paths, reaper
 from harness.services import Service, ServiceError
 from harness.services.base import alive, free_port, port_in_use, proc_start_time, reap_pidfile
 from harness.services.local import KafkaService, PostgresService, RedisService, ToxiproxyService
@@ -62,6 +65,7 @@ class Cluster:
     toxiproxy_service: ToxiproxyService | None = field(init=False, default=None)
     timings: dict[str, float] = field(init=False, default_factory=dict)
     _claimed: bool = field(init=False, default=False)  # this object owns self.dir (may remove it)
+    _reaper: reaper.Handle | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -96,6 +100,8 @@ class Cluster:
         except BaseException:
             self.down()
             raise
+        if self.detached:  # kept until `cachecert down`: only a start cut short is reaped
+            self._release_reaper()
         self.timings["total"] = time.monotonic() - t0
         return self
 
@@ -143,6 +149,7 @@ class Cluster:
         for svc in everything:  # a missing binary or jar fails here, before anything is spawned
             svc.command()
         self._write_record()
+        self._reaper = reaper.spawn(self.dir, self.id, self.backend)  # before anything can leak
         errors: list[BaseException] = []
         cancel = threading.Event()
 
@@ -219,6 +226,13 @@ class Cluster:
             data = json.loads(rec.read_text())
             data["stopped"] = True
             rec.write_text(json.dumps(data, indent=2))
+        self._release_reaper()
+
+    def _release_reaper(self) -> None:
+        """The cluster is stopped (or detached): its reaper exits without touching anything."""
+        if self._reaper is not None:
+            self._reaper.release()
+            self._reaper = None
 
     def remove(self) -> None:
         """Delete the cluster directory (after ``down``; copy logs out first if you want them).

@@ -4,8 +4,9 @@ Every service process is started in its own session (hence its own process group
 pause and resume act on the whole tree (PostgreSQL forks a backend per connection), and so that a
 Ctrl-C in the terminal reaches the harness, which then heals and tears down in order, instead of
 reaching the servers directly. Each process is recorded in a pidfile (pid, pgid and the kernel's
-start time) in the cluster directory: `cachecert down` reaps by pidfile after a killed run, and the
-start time guards against killing an unrelated process that reused the pid.
+start time) in the cluster directory: the cluster's reaper (harness/reaper.py) and `cachecert down`
+reap by pidfile after a killed run, and the start time guards against killing an unrelated process
+that reused the pid.
 """
 
 from __future__ import annotations
@@ -126,21 +127,31 @@ def read_pidfile(path: Path) -> PidRecord | None:
 
 def reap_pidfile(path: Path, grace: float = 3.0) -> bool:
     """Terminate the process group a pidfile names (if it is still that process). True if one was."""
-    rec = read_pidfile(path)
-    if rec is None:
-        path.unlink(missing_ok=True)
-        return False
-    found = rec.matches()
-    if found:
-        kill_group(rec.pgid, signal.SIGCONT)  # a paused group cannot act on SIGTERM
+    return reap_pidfiles([path], grace) == 1
+
+
+def reap_pidfiles(paths: list[Path], grace: float = 3.0) -> int:
+    """Terminate the process groups these pidfiles name, all at once, and remove the pidfiles.
+
+    Only a group whose recorded leader still runs (same pid *and* start time) is signalled: SIGCONT
+    (a paused group cannot act on SIGTERM), SIGTERM, up to ``grace`` seconds for the leaders to
+    exit, then SIGKILL for the whole group (what did not exit, and stragglers such as PostgreSQL
+    backends). Returns how many were running. The deadline is shared, so reaping a whole cluster
+    takes at most about ``2 * grace`` seconds, however many services it has.
+    """
+    recs = [r for r in map(read_pidfile, paths) if r is not None and r.matches()]
+    for rec in recs:
+        kill_group(rec.pgid, signal.SIGCONT)
         kill_group(rec.pgid, signal.SIGTERM)
-        if not wait_until(lambda: not alive(rec.pid), grace):
+    if not wait_until(lambda: not any(alive(r.pid) for r in recs), grace):
+        for rec in recs:
             kill_group(rec.pgid, signal.SIGKILL)
-            wait_until(lambda: not alive(rec.pid), grace)
-    # stragglers of the group (e.g. PostgreSQL backends) after the leader is gone
-    kill_group(rec.pgid, signal.SIGKILL) if found else None
-    path.unlink(missing_ok=True)
-    return found
+        wait_until(lambda: not any(alive(r.pid) for r in recs), grace)
+    for rec in recs:  # stragglers of the group after the leader is gone
+        kill_group(rec.pgid, signal.SIGKILL)
+    for path in paths:
+        path.unlink(missing_ok=True)
+    return len(recs)
 
 
 class ProcessService:
