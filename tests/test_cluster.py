@@ -252,7 +252,8 @@ def test_sigkilled_harness_then_down_leaves_nothing(state: Path, launcher: str) 
         cmd = [sys.executable, "-m", "harness.cli", "up", "--foreground", "--services", "redis,postgres",
                "--name", "fg"]
         name, needle = "fg", " up in "
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(state, tag), stdout=subprocess.PIPE,
+    # without its reaper (harness/reaper.py, tests/test_reaper.py): the `down` fallback
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(state, tag) | {"CACHECERT_REAPER": "0"}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     try:
         _wait_line(proc, needle)

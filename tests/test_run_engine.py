@@ -147,7 +147,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_sigkilled_run_leaves_readable_prefix_and_down_reaps(tmp_path: Path) -> None:
-    env = _state_env(tmp_path)
+    env = _state_env(tmp_path) | {"CACHECERT_REAPER": "0"}  # else the reaper beats `down` to it
     p = _cli("run", "register", "-s", "no-cache", "-t", "60", "--no-progress", env=env)
     try:
         hist = next(iter((tmp_path / "r").glob("register/no-cache/*/history.jsonl")), None)
