@@ -381,8 +381,7 @@ def _context(s: _Spec, res: _Result, culprit: Op, by_time: bool) -> tuple[list[i
         for p in reversed(res.prefix):
             i = by_index.get(p)
             if i is not None and s.ops[i] is not culprit and written(i) == state:
-                add(s.ops[i], f"wrote {vtext(s.ops[i].value if s.kind[i] == K_WRITE else s.ops[i].value[1])}: "
-                              "the last linearizable state")
+                add(s.ops[i], f"the last linearizable state ({vtext(state)})")
                 break
     if culprit.f == "read":
         want = hashable(culprit.value)
@@ -390,7 +389,7 @@ def _context(s: _Spec, res: _Result, culprit: Op, by_time: bool) -> tuple[list[i
             lambda o: culprit.cindex is None or o.index < culprit.cindex)
         writers = [o for i, o in enumerate(s.ops) if o is not culprit and written(i) == want and before(o)]
         for o in writers[-2:]:
-            add(o, f"wrote {vtext(culprit.value)}, the value read")
+            add(o, f"the value read ({vtext(culprit.value)})")
     return sorted(set(idx)), roles
 
 
