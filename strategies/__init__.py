@@ -11,7 +11,7 @@ import importlib
 import inspect
 from typing import Any
 
-from strategies.base import DefiniteFailure, Env, ParamError, Strategy
+from strategies.base import DefiniteFailure, Env, ParamError, Strategy, convergence_bound
 
 BROKEN: dict[str, str] = {}  # module -> import error, shown when a lookup fails
 
@@ -89,4 +89,5 @@ def build(cls: type, params: dict[str, Any]) -> Any:
         raise ParamError(f"strategy {name_of(cls, cls.__name__)}: {e}") from None
 
 
-__all__ = ["REGISTRY", "load", "build", "Env", "Strategy", "DefiniteFailure", "ParamError", "StrategyLoadError"]
+__all__ = ["REGISTRY", "load", "build", "convergence_bound", "Env", "Strategy", "DefiniteFailure", "ParamError",
+           "StrategyLoadError"]

@@ -82,6 +82,22 @@ class Strategy(Protocol):
     def close(self) -> None: ...
 
 
+def convergence_bound(strategy: Any) -> float | None:
+    """Seconds within which the strategy promises its caches agree with the DB once faults heal:
+    its ``converge_bound_s`` if it declares one, else its TTL (``ttl_ms`` or a finite ``ttl`` in
+    seconds), else None (no promise: the run reads once after quiescence)."""
+    declared = getattr(strategy, "converge_bound_s", None)
+    if isinstance(declared, (int, float)):
+        return float(declared)
+    ttl_ms = getattr(strategy, "ttl_ms", None)
+    if isinstance(ttl_ms, (int, float)) and ttl_ms > 0:
+        return ttl_ms / 1000
+    ttl = getattr(strategy, "ttl", None)
+    if isinstance(ttl, (int, float)) and 0 < ttl < float("inf"):
+        return float(ttl)
+    return None
+
+
 # -- shared pieces for strategies over the standard `kv` table --------------------------------
 KV_SCHEMA = """
 create table if not exists kv (
