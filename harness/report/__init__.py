@@ -40,7 +40,7 @@ def render(run_dir: str | Path, out: str | Path | None = None, *, write_png: boo
     config = _read_json(run_dir / "config.json") or {}
     out = Path(out) if out else run_dir / "report.html"
     picked = pick_anomalies(results, max_anomalies)
-    wanted = {i for _, a in picked for i in _op_indexes(a)}
+    wanted = {i for _, a in picked for i in _op_indexes(a) + context_indexes(a)}
     hist_path = run_dir / "history.jsonl"
     data = load(hist_path, wanted) if hist_path.exists() else None
 
@@ -48,27 +48,12 @@ def render(run_dir: str | Path, out: str | Path | None = None, *, write_png: boo
     anomaly_plots: dict[int, F.Plot] = {}
     stal_info = ""
     if data is not None and data.n:
-        plots.append(F.latency_plot(data))
-        plots.append(F.rates_plot(data))
-        st_result = (results.get("checkers") or {}).get("staleness")
-        curve, intervals = F.staleness_from_checker(st_result)
-        st = F.compute_staleness(data)
-        if curve:
-            st.curve, st.source = curve, "checker"
-        if intervals is not None:
-            st.ages_ms, st.source = intervals, "checker"
-        bound = staleness_bound(results, config)
-        plots.append(F.staleness_plot(data, st, bound))
-        if st.source == "history" or not isinstance(st_result, dict) or "stale_reads" not in st_result:
-            stal_info = (f"{st.stale:,} stale of {st.reads:,} versioned reads that followed a committed write"
-                         " (computed from the history)")
-        else:
-            stal_info = (f"{st_result['stale_reads']:,} stale of {st_result.get('reads', 0):,} reads "
-                         "(figures from the staleness checker)")
+        plots, stal_info = _plots(data, results, config)
         for n, (_, a) in enumerate(picked, 1):
-            rows = op_rows(data, _op_indexes(a))
+            rows = op_rows(data, _op_indexes(a) + context_indexes(a))
             if rows:
-                anomaly_plots[n] = F.anomaly_plot(data, n, a, rows)
+                anomaly_plots[n] = F.guarded(f"anomaly-{n}", f"Anomaly {n}", F.anomaly_plot, data, n, a,
+                                             mark_context(rows, a))
     if write_png:
         for p in [*plots, *anomaly_plots.values()]:
             (out.parent / f"{p.name}.png").write_bytes(p.png)
@@ -81,6 +66,31 @@ def render(run_dir: str | Path, out: str | Path | None = None, *, write_png: boo
     tmp.write_text(H.page(title, body), encoding="utf-8")
     tmp.replace(out)
     return out
+
+
+def _plots(data: HistoryData, results: dict[str, Any], config: dict[str, Any]) -> tuple[list[Any], str]:
+    """The run's plots (each drawn or, if it cannot be, replaced by a figure saying why) and the
+    staleness figures in words."""
+    from harness.report import figures as F
+
+    plots = [F.guarded("latency", "Latency", F.latency_plot, data),
+             F.guarded("rates", "Throughput and hit rate", F.rates_plot, data)]
+    st_result = (results.get("checkers") or {}).get("staleness")
+    curve, intervals = F.staleness_from_checker(st_result)
+    st = F.compute_staleness(data)
+    if curve:
+        st.curve, st.source = curve, "checker"
+    if intervals is not None:
+        st.ages_ms, st.source = intervals, "checker"
+    bound = staleness_bound(results, config)
+    plots.append(F.guarded("staleness", "Staleness", F.staleness_plot, data, st, bound))
+    if st.source == "history" or not isinstance(st_result, dict) or "stale_reads" not in st_result:
+        stal_info = (f"{st.stale:,} stale of {st.reads:,} versioned reads that followed a committed write"
+                     " (computed from the history)")
+    else:
+        stal_info = (f"{st_result['stale_reads']:,} stale of {st_result.get('reads', 0):,} reads "
+                     "(figures from the staleness checker)")
+    return plots, stal_info
 
 
 # -- content -----------------------------------------------------------------------------------
@@ -99,12 +109,17 @@ def _body(run_dir: Path, results: dict[str, Any], config: dict[str, Any], data: 
         sub += " · failed: " + ", ".join(failing)
     if not results:
         sub += " · no results.json (the run did not finish)"
+    why = status_notes(results)
+    why_html = f'<small class="why" id="verdict-why">{esc(" · ".join(why))}</small>' if why else ""
     out = [f'<!-- {REPORT_MARKER} -->',
            f'<div class="banner v-{cls}" id="verdict" data-verdict="{cls}">{H.verdict_word(valid)}'
-           f'<small>{esc(sub)}</small></div><main>']
+           f'<small>{esc(sub)}</small>{why_html}</div><main>']
     out.append(f"<h1>{esc(wl)} / {esc(strat)}</h1>")
     out.append(f'<p>exit code <b>{esc(results.get("exit_code", "?"))}</b> · '
                f'{esc(results.get("wall_s", "?"))} s wall · run directory <code>{esc(run_dir)}</code></p>')
+    if why:
+        out.append('<ul class="explanation" id="run-status">'
+                   + "".join(f"<li>{esc(w)}</li>" for w in status_details(results)) + "</ul>")
     if results.get("error"):
         out.append(f'<p class="explanation"><b>Run error:</b> {esc(results["error"])}</p>')
     for e in results.get("fault_errors") or []:
@@ -140,6 +155,9 @@ def _body(run_dir: Path, results: dict[str, Any], config: dict[str, Any], data: 
             out.append(H.img(p.png, p.title))
     elif data is None:
         out.append('<p class="note">No history.jsonl in this run directory: nothing to plot.</p>')
+    else:
+        out.append('<h2>Plots</h2><p class="note" id="no-data">No data to plot: the history has no client '
+                   'operation with a completion.</p>')
 
     if picked:
         out.append("<h2>Anomalies</h2>")
@@ -150,11 +168,60 @@ def _body(run_dir: Path, results: dict[str, Any], config: dict[str, Any], data: 
             out.append(f'<h3 id="anomaly-{n}">{n}. {esc(a.get("type", "anomaly"))} · key '
                        f'{esc(a.get("key", "?"))} <span class="note">({esc(checker)})</span></h3>')
             out.append(f'<p class="explanation">{esc(a.get("explanation") or "(no explanation given)")}</p>')
+            if a.get("last_state") is not None:
+                out.append(f'<p class="note last-state">last linearizable state: {esc(a.get("key", ""))} could '
+                           f'only hold {esc(a["last_state"])} (after {esc(a.get("prefix_length", "?"))} ops)</p>')
             if n in anomaly_plots:
-                out.append(H.img(anomaly_plots[n].png, f"anomaly {n} timeline"))
+                p = anomaly_plots[n]
+                out.append(H.img(p.png, f"anomaly {n} timeline", ops=p.drawn))
             if data is not None:
-                out.append(_ops_table(data, _op_indexes(a)))
+                out.append(_ops_table(data, a))
     return "".join(out)
+
+
+def status_notes(results: dict[str, Any]) -> list[str]:
+    """Why a verdict is weaker than it looks, in a few words each (banner, certificate tooltips):
+    the run was interrupted, its history cut short, a fault not confirmed, or the runner's reasons
+    for "unknown". Every field is optional (older results.json files have none of them)."""
+    notes: list[str] = []
+    if results.get("interrupted"):
+        at = results.get("interrupted_at_s")
+        notes.append(f"interrupted at {at:.1f} s" if isinstance(at, (int, float)) else "interrupted")
+    cut = results.get("history_truncated")
+    if cut:
+        n = cut.get("complete_records") if isinstance(cut, dict) else None
+        notes.append(f"history truncated after {n:,} complete records" if isinstance(n, int)
+                     else "history truncated")
+    faults = [str(f) for f in results.get("unverified_faults") or []]
+    if faults:
+        notes.append(f"fault{'s' if len(faults) > 1 else ''} not verified: {', '.join(faults)}")
+    said = " ".join(notes).lower()
+    for r in results.get("unknown_reasons") or []:
+        r = str(r)
+        if r and r.lower() not in said:
+            notes.append(r)
+            said += " " + r.lower()
+    return notes
+
+
+def status_details(results: dict[str, Any]) -> list[str]:
+    """``status_notes`` with the longer words results.json gives (the truncation message)."""
+    out = status_notes(results)
+    cut = results.get("history_truncated")
+    msg = cut.get("message") if isinstance(cut, dict) else None
+    if msg:
+        out = [f"{n}: {msg}" if n.startswith("history truncated") else n for n in out]
+    faults = results.get("unverified_faults") or []
+    if faults:
+        out = [f"{n} (its probe did not confirm it took effect: the run cannot claim to have tested it)"
+               if n.startswith("fault") and "not verified" in n else n for n in out]
+    return out
+
+
+def converge_s(results: dict[str, Any]) -> float | None:
+    """Seconds after heal until cache and DB agreed (the convergence checker's ``converge_s``)."""
+    v = ((results.get("checkers") or {}).get("convergence") or {}).get("converge_s")
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _summary(results: dict[str, Any], cfg: dict[str, Any], data: HistoryData | None) -> str:
@@ -182,6 +249,9 @@ def _summary(results: dict[str, Any], cfg: dict[str, Any], data: HistoryData | N
             if sel.any():
                 p50, p99, mx = np.percentile(lat[sel], [50, 99, 100])
                 rows.append((f"{f} latency ok (ms) p50 / p99 / max", f"{p50:.3g} / {p99:.3g} / {mx:.4g}"))
+    conv = converge_s(results)
+    if conv is not None:
+        rows.append(("converged after heal (s)", conv))
     phases = results.get("phases") or {}
     if phases:
         rows.append(("phases (s)", ", ".join(f"{k} {v[0]:.2f}" for k, v in phases.items() if v)))
@@ -215,7 +285,7 @@ def _checkers(results: dict[str, Any]) -> str:
     out = ['<table id="checkers"><tr><th>checker</th><th>verdict</th><th>anomalies</th><th>first</th></tr>']
     for name, r in checkers.items():
         an = r.get("anomalies") or []
-        first = an[0].get("explanation", an[0].get("type", "")) if an else (r.get("error") or "")
+        first = an[0].get("explanation", an[0].get("type", "")) if an else _checker_note(r)
         out.append(f'<tr><td><a href="#checker-{esc(name)}">{esc(name)}</a></td><td>{H.tag(r.get("valid"))}</td>'
                    f'<td class="num">{len(an):,}</td><td>{esc(H.short(first, 220))}</td></tr>')
     out.append("</table>")
@@ -223,6 +293,9 @@ def _checkers(results: dict[str, Any]) -> str:
         out.append(f'<h3 id="checker-{esc(name)}">{esc(name)} {H.tag(r.get("valid"))}</h3>')
         if r.get("error"):
             out.append(f'<p class="explanation">checker error: {esc(r["error"])}</p>')
+        if r.get("reason"):
+            label = "why unknown" if H.verdict_class(r.get("valid")) == "unknown" else "note"
+            out.append(f'<p class="explanation checker-reason">{label}: {esc(r["reason"])}</p>')
         out.append(H.kv_table(key_figures(r)))
         an = r.get("anomalies") or []
         if an:
@@ -235,6 +308,17 @@ def _checkers(results: dict[str, Any]) -> str:
                            f"{' (of ' + format(len(an) - MAX_ANOMALY_ROWS, ',') + ')' if len(an) > 200 else ''}"
                            f"</summary>{_anomaly_table(more)}</details>")
     return "".join(out)
+
+
+def _checker_note(r: dict[str, Any]) -> str:
+    """What to say in the checkers table about a checker without anomalies."""
+    if r.get("error"):
+        return str(r["error"])
+    if r.get("reason"):
+        return str(r["reason"])
+    if isinstance(r.get("converge_s"), (int, float)):
+        return f"converged {r['converge_s']:.3g} s after heal"
+    return str(r.get("note") or "")
 
 
 def _anomaly_table(an: list[dict[str, Any]]) -> str:
@@ -250,7 +334,7 @@ def key_figures(r: dict[str, Any], limit: int = 40) -> list[tuple[str, Any]]:
     """The scalar evidence of a checker result, flattened one level (generic: any checker)."""
     rows: list[tuple[str, Any]] = []
     for k, v in r.items():
-        if k in ("valid", "anomalies", "error"):
+        if k in ("valid", "anomalies", "error", "reason"):
             continue
         if isinstance(v, dict):
             for k2, v2 in v.items():
@@ -293,6 +377,31 @@ def _op_indexes(a: dict[str, Any]) -> list[int]:
     return out
 
 
+def context_indexes(a: dict[str, Any]) -> list[int]:
+    """History indexes of the ops that make an anomaly understandable without being part of it
+    (``context_ops``: e.g. the writes that rule a nonlinearizable read out)."""
+    return _op_indexes({"ops": a.get("context_ops")})
+
+
+def mark_context(rows: list[dict[str, Any]], a: dict[str, Any]) -> list[dict[str, Any]]:
+    """Give each op row its role in the anomaly: ``culprit`` (the op that cannot be explained),
+    ``context`` (with the checker's words for it), or ``concurrent``/``op``."""
+    roles = a.get("context_roles") if isinstance(a.get("context_roles"), dict) else {}
+    context = set(context_indexes(a))
+    culprit = a.get("op")
+    for r in rows:
+        inv, comp = r["inv"], r["comp"] or {}
+        mine = {inv.get("index"), comp.get("index")}
+        if culprit is not None and culprit in mine:
+            r["role"], r["role_text"] = "culprit", "cannot be linearized" if a.get("last_state") is not None else ""
+        elif mine & context:
+            r["role"] = "context"
+            r["role_text"] = next((str(roles[str(i)]) for i in mine if str(i) in roles), "context")
+        else:
+            r["role"], r["role_text"] = "op", ""
+    return rows
+
+
 def op_rows(data: HistoryData, indexes: list[int]) -> list[dict[str, Any]]:
     """One row per op (invoke + completion) named by ``indexes``, in time order."""
     rows: dict[int, dict[str, Any]] = {}
@@ -332,23 +441,24 @@ def _summary_of(inv: dict[str, Any], comp: dict[str, Any] | None) -> str:
     if comp.get("phase") == "final":
         extra.append("final")
     if f == "write":
-        return f"wrote {H.short(inv.get('value'), 40)} → " + " ".join(extra)
+        return f"wrote {H.short(inv.get('value'), 40)}" + (" → " + " ".join(extra) if extra else "")
     return f"→ {H.short(comp.get('value'), 40)}" + (f" ({', '.join(extra)})" if extra else "")
 
 
-def _ops_table(data: HistoryData, indexes: list[int]) -> str:
-    rows = op_rows(data, indexes)
+def _ops_table(data: HistoryData, a: dict[str, Any]) -> str:
+    rows = mark_context(op_rows(data, _op_indexes(a) + context_indexes(a)), a)
     if not rows:
         return '<p class="note">(the ops of this anomaly are not in the history)</p>'
     out = ['<table class="ops"><tr><th>index</th><th>process</th><th>node</th><th>op</th><th>key</th>'
-           '<th>invoke (s)</th><th>complete (s)</th><th>outcome</th></tr>']
+           '<th>invoke (s)</th><th>complete (s)</th><th>outcome</th><th>role</th></tr>']
     for r in rows:
         inv, comp = r["inv"], r["comp"] or {}
-        out.append(f'<tr><td class="num">{esc(inv.get("index"))}/{esc(comp.get("index", "–"))}</td>'
+        out.append(f'<tr data-role="{esc(r["role"])}"><td class="num">{esc(inv.get("index"))}/'
+                   f'{esc(comp.get("index", "–"))}</td>'
                    f'<td>{esc(inv.get("process"))}</td><td>{esc(inv.get("node", "–"))}</td>'
                    f'<td>{esc(inv.get("f"))}</td><td>{esc(inv.get("key"))}</td>'
                    f'<td class="num">{r["t0"]:.6f}</td><td class="num">{r["t1"]:.6f}</td>'
-                   f'<td>{esc(r["type"])} {esc(r["summary"])}</td></tr>')
+                   f'<td>{esc(r["type"])} {esc(r["summary"])}</td><td>{esc(r["role_text"])}</td></tr>')
     out.append("</table>")
     return "".join(out)
 

@@ -10,18 +10,39 @@ colour and labelled with its name, phases marked. Huge histories are sampled (sc
 from __future__ import annotations
 
 import io
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.transforms import blended_transform_factory  # noqa: E402
+from harness.report.data import FAIL, INFO, OK, HistoryData
 
-from harness.report.data import FAIL, INFO, OK, HistoryData  # noqa: E402
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence the plotting stack's own deprecation warnings while it imports and draws.
+
+    matplotlib 3.9 calls pyparsing by names pyparsing 3.3 deprecated (``parseString``,
+    ``setParseAction``, ...): a user's pytest run printed 216 of them. They are about matplotlib's
+    code, not the user's, so they are filtered here, where they start, and nowhere else (a
+    process-wide filter would not survive pytest, which re-enables DeprecationWarning per test)."""
+    with warnings.catch_warnings():
+        for cat in (DeprecationWarning, PendingDeprecationWarning):
+            warnings.filterwarnings("ignore", category=cat, module=r"(matplotlib|pyparsing)(\.|$)")
+        warnings.filterwarnings("ignore", message=r".*deprecated.*", module=r"(matplotlib|pyparsing)(\.|$)")
+        yield
+
+
+with quiet():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import blended_transform_factory
 
 TYPE_COLORS = {OK: "#2e86de", FAIL: "#e84393", INFO: "#f39c12"}
 TYPE_LABEL = {OK: "ok", FAIL: "fail", INFO: "info"}
@@ -36,13 +57,38 @@ class Plot:
     title: str
     png: bytes
     notes: list[str] = field(default_factory=list)
+    drawn: list[int] = field(default_factory=list)  # history indexes (invokes) of the ops drawn, if any
 
 
 def to_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
+    try:
+        fig.savefig(buf, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
     return buf.getvalue()
+
+
+def message_plot(name: str, title: str, message: str, notes: list[str] | None = None) -> Plot:
+    """A small figure that says, in words, why there is nothing (or nothing more) to draw."""
+    fig, ax = plt.subplots(figsize=(11, 1.4))
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="#555", fontsize=11,
+            wrap=True)
+    return Plot(name, title, to_png(fig), notes or [])
+
+
+def guarded(name: str, title: str, draw: Callable[..., Plot], *args: Any) -> Plot:
+    """``draw(*args)``, or, if the drawing fails on data it did not foresee, a figure saying so:
+    a run the CLI accepted always gets its report."""
+    try:
+        with quiet():
+            return draw(*args)
+    except Exception as e:  # noqa: BLE001 - one plot must never cost the whole report
+        plt.close("all")
+        with quiet():
+            return message_plot(name, title, f"this plot could not be drawn: {type(e).__name__}: {e}",
+                                [f"{title}: not drawn ({type(e).__name__}: {e})"])
 
 
 def shade_faults(ax: Any, d: HistoryData, label: bool = True, lo: float | None = None,
@@ -299,6 +345,8 @@ def staleness_plot(d: HistoryData, st: Staleness, bound_ms: float | None = None)
     if st.curve:
         xs, ps = zip(*st.curve, strict=False)
         ax.plot(xs, np.array(ps) * (100 if max(ps) <= 1.0 else 1), marker="o", ms=3, color="#2e86de")
+        if min(xs) > 0:
+            ax.set_xscale("log")
         notes.append("t-visibility curve from the staleness checker")
     elif len(st.delta_ms):
         dm = np.maximum(st.delta_ms, 1e-3)
@@ -308,19 +356,28 @@ def staleness_plot(d: HistoryData, st: Staleness, bound_ms: float | None = None)
         f = np.bincount(idx, weights=st.fresh, minlength=len(edges) - 1)
         good = n >= 5
         mids = np.sqrt(edges[:-1] * edges[1:])
-        ax.plot(mids[good], 100 * f[good] / n[good], marker="o", ms=3, color="#2e86de")
+        if good.any():
+            ax.plot(mids[good], 100 * f[good] / n[good], marker="o", ms=3, color="#2e86de")
+            ax.set_xscale("log")
+        else:
+            ax.text(0.5, 0.5, f"no data to draw: {len(dm):,} versioned read(s) after a write,\n"
+                    "too few for a point (5 per bin)", transform=ax.transAxes, ha="center", va="center",
+                    color="#777")
         ax.set_ylim(-2, 102)
     else:
-        ax.text(0.5, 0.5, "no versioned reads and writes", transform=ax.transAxes, ha="center", color="#777")
-    ax.set_xscale("log")
-    ax.set_xlabel("time since the newest write committed (ms, log)")
+        ax.text(0.5, 0.5, "no data: no versioned reads and writes", transform=ax.transAxes, ha="center",
+                color="#777")
+    ax.set_xlabel("time since the newest write committed (ms" + (", log)" if ax.get_xscale() == "log" else ")"))
     ax.set_ylabel("reads that saw it (%)")
     ax.set_title("t-visibility")
     ax.grid(True, alpha=0.3)
     ages = st.ages_ms
     if len(ages):
         a = np.maximum(ages, 1e-2)
-        bins = np.logspace(np.log10(a.min()), np.log10(a.max()) + 1e-6, 30)
+        lo, hi = float(a.min()), float(a.max())
+        if hi < lo * 1.5:  # one value, or all alike: bins wide enough to be seen
+            lo, hi = lo / 1.5, hi * 1.5
+        bins = np.logspace(np.log10(lo), np.log10(hi) + 1e-6, 30)
         ax2.hist(a, bins=bins, color="#e67e22", alpha=0.85)
         ax2.set_xscale("log")
         p50, p99, mx = np.percentile(a, [50, 99, 100])
@@ -341,26 +398,58 @@ def staleness_plot(d: HistoryData, st: Staleness, bound_ms: float | None = None)
 
 
 # -- anomaly timelines -----------------------------------------------------------------------
+ROLE_STYLE = {"culprit": ("#c0392b", "bold"), "context": ("#6c3483", "bold"), "op": ("#333", "normal")}
+MAX_TIMELINE_ROWS = 14
+
+
+def timeline_rows(rows: list[dict[str, Any]], limit: int = MAX_TIMELINE_ROWS) -> list[dict[str, Any]]:
+    """At most ``limit`` rows, in time order, never dropping the culprit or the context ops."""
+    if len(rows) <= limit:
+        return rows
+    keep = [r for r in rows if r.get("role") in ("culprit", "context")][:limit]
+    rest = [r for r in rows if r.get("role") not in ("culprit", "context")]
+    chosen = {id(r) for r in keep + rest[: limit - len(keep)]}
+    return [r for r in rows if id(r) in chosen]
+
+
 def anomaly_plot(d: HistoryData, n: int, anomaly: dict[str, Any], rows: list[dict[str, Any]]) -> Plot:
-    """A small timeline of the ops behind one anomaly: one bar per op, invoke to completion."""
-    rows = rows[:14]
-    height = 0.45 * len(rows) + 1.3
+    """A small timeline of the ops behind one anomaly: one bar per op, invoke to completion.
+
+    Like Porcupine's picture, it shows what makes the op an anomaly: the op that cannot be explained
+    (red label), the writes that rule it out (``context`` rows, purple label, with the checker's
+    words for their role) and the last linearizable state."""
+    rows = timeline_rows(rows)
+    height = 0.45 * len(rows) + 1.5
     fig, ax = plt.subplots(figsize=(11, height))
-    fig.subplots_adjust(left=0.16, right=0.98, top=1 - 0.45 / height, bottom=0.65 / height)
+    fig.subplots_adjust(left=0.16, right=0.98, top=1 - 0.6 / height, bottom=0.65 / height)
     tmin = min(r["t0"] for r in rows)
     tmax = max(r["t1"] for r in rows)
-    pad = max((tmax - tmin) * 0.08, 0.0005)
+    span = max(tmax - tmin, 0.0005)
+    pad = max(span * 0.08, 0.0005)
     for y, r in enumerate(rows):
         color = TYPE_COLORS.get({"ok": OK, "fail": FAIL}.get(r["type"], INFO), "#999")
-        ax.plot([r["t0"], r["t1"]], [y, y], color=color, lw=6, solid_capstyle="butt")
+        t1 = max(r["t1"], r["t0"] + span * 0.004)  # a 50 µs op next to one 2 s earlier stays visible
+        ax.plot([r["t0"], t1], [y, y], color=color, lw=6, solid_capstyle="butt")
         ax.plot([r["t0"]], [y], marker="|", color="#333", ms=10)
-        ax.text(r["t1"], y, "  " + r["summary"], va="center", fontsize=8)
+        role = r.get("role", "op")
+        text = "  " + r["summary"] + (f"  ← {r['role_text']}" if r.get("role_text") else "")
+        ax.text(t1, y, text, va="center", fontsize=8, color=ROLE_STYLE.get(role, ROLE_STYLE["op"])[0])
     ax.set_yticks(range(len(rows)), [r["label"] for r in rows], fontsize=8)
+    for tick, r in zip(ax.get_yticklabels(), rows, strict=False):
+        color, weight = ROLE_STYLE.get(r.get("role", "op"), ROLE_STYLE["op"])
+        tick.set_color(color)
+        tick.set_fontweight(weight)
     ax.invert_yaxis()
     ax.set_xlim(tmin - pad, tmax + pad + (tmax - tmin + pad) * 0.6)
     ax.set_ylim(len(rows) - 0.4, -0.9)
     shade_faults(ax, d, lo=tmin - pad, hi=tmax + pad)
     ax.set_xlabel("time since run start (s)")
     ax.set_title(f"Anomaly {n}: {anomaly.get('type', '?')} on key {anomaly.get('key', '?')}", fontsize=10)
+    if anomaly.get("last_state") is not None:
+        ax.text(0.005, 0.965, f"last linearizable state: {anomaly.get('key', '?')} = {anomaly['last_state']}"
+                f" (after {anomaly.get('prefix_length', '?')} ops)", transform=ax.transAxes, ha="left",
+                va="top", fontsize=8, color=ROLE_STYLE["context"][0],
+                bbox={"boxstyle": "round,pad=0.25", "fc": "#f4ecf7", "ec": "#c39bd3", "lw": 0.8})
     ax.grid(True, axis="x", alpha=0.3)
-    return Plot(f"anomaly-{n}", f"Anomaly {n}", to_png(fig))
+    drawn = [int(r["inv"].get("index")) for r in rows if isinstance(r["inv"].get("index"), int)]
+    return Plot(f"anomaly-{n}", f"Anomaly {n}", to_png(fig), drawn=drawn)

@@ -18,6 +18,7 @@ h1{font-size:20px;margin:18px 0 6px}h2{font-size:17px;margin:26px 0 8px;border-b
 h3{font-size:15px;margin:16px 0 6px}
 .banner{padding:14px 18px;color:#fff;font-size:22px;font-weight:700;letter-spacing:.02em}
 .banner small{display:block;font-size:13px;font-weight:400;opacity:.95}
+.banner small.why{font-weight:600;margin-top:2px}
 .v-valid{background:#1e8449}.v-invalid{background:#c0392b}.v-unknown{background:#b9770e}
 .tag{display:inline-block;padding:1px 7px;border-radius:3px;color:#fff;font-weight:600;font-size:12px}
 table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
@@ -58,8 +59,10 @@ def tag(valid: Any, text: str | None = None) -> str:
     return f'<span class="tag v-{cls}" data-verdict="{cls}">{esc(word)}</span>'
 
 
-def img(png: bytes, alt: str) -> str:
-    return f'<img alt="{esc(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def img(png: bytes, alt: str, ops: list[int] | None = None) -> str:
+    """An inline PNG; ``ops``: the history indexes it draws (``data-ops``, for readers and tests)."""
+    drawn = f' data-ops="{" ".join(str(i) for i in ops)}"' if ops else ""
+    return f'<img alt="{esc(alt)}"{drawn} src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def page(title: str, body: str) -> str:
