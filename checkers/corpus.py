@@ -71,6 +71,7 @@ def cases(corpus: Path) -> list[Case]:
 def check_case(case: Case, **opts: Any) -> dict[str, Any]:
     history = read_edn_history(case.path)
     try:
+        opts.setdefault("empty_ok", True)  # Knossos: a history with nothing to judge is valid
         return linearizable.check(history, model=case.model, initial=case.initial, nil_reads_any=True,
                                   order="index", **opts)
     finally:

@@ -11,13 +11,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import anomaly, hashable, key_versions, pair, read_version, secs, vtext
+from checkers.ops import (
+    Who,
+    anomaly,
+    hashable,
+    key_versions,
+    nothing_to_judge,
+    pair,
+    read_version,
+    secs,
+    vtext,
+    who,
+)
 
 
 def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version: int = 0,
           max_anomalies: int = 100, **_: Any) -> dict[str, Any]:
     """Result: ``acknowledged`` (ok writes), ``lost`` (count), ``keys_checked``, ``unchecked_keys``
-    (written keys without a final DB read), ``anomalies`` of type ``lost-write``."""
+    (written keys without a final DB read), ``anomalies`` of type ``lost-write``. Nothing to judge
+    (unknown, with the reason) without acknowledged writes, or without a final DB read of a written key."""
     paired = pair(history)
     kvs = key_versions(paired, initial=initial, initial_version=initial_version)
     init_h = hashable(initial)
@@ -47,7 +59,7 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
                 why = ("the DB still holds the initial value " + vtext(fin.value, fv)) if fh == init_h else \
                       f"the DB holds {vtext(fin.value, fv)}, which nobody wrote"
             elif writer.t1 < w.t0:
-                why = (f"the DB holds {vtext(fin.value, fv)}, written by process {writer.process} whose write "
+                why = (f"the DB holds {vtext(fin.value, fv)}, written by {who(writer)} whose write "
                        f"completed at {secs(writer.t1)}, before the lost write began")
             elif fv is not None and wv is not None and fv < wv:
                 why = f"the DB holds {vtext(fin.value, fv)}, an older version"
@@ -57,7 +69,7 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
             if len(anomalies) < max_anomalies:
                 anomalies.append(anomaly(
                     "lost-write", key, [w, fin] + ([writer] if writer is not None else []),
-                    f"Process {w.process}'s write of {key} = {vtext(w.value, wv)} was acknowledged at "
+                    f"{Who(w)}'s write of {key} = {vtext(w.value, wv)} was acknowledged at "
                     f"{secs(w.t1)}, but at the end (final DB read at {secs(fin.t0)}) {why}: an acknowledged "
                     f"write was lost."))
     out: dict[str, Any] = {"acknowledged": acked, "lost": lost, "keys_checked": checked,
@@ -66,6 +78,10 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
     if lost:
         out["valid"] = False
         out["anomalies"] = anomalies
+    elif not acked:
+        return nothing_to_judge("no acknowledged writes", **out)
+    elif not checked:
+        return nothing_to_judge("no final reads of the DB (of any written key)", **out)
     elif unchecked:
         out["valid"] = "unknown"
         out["error"] = (f"{len(unchecked)} written key(s) have no final DB read (e.g. {unchecked[0]!r}): "

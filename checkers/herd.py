@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import anomaly, ms, pair, secs
+from checkers.ops import anomaly, ms, nothing_to_judge, pair, secs
 
 
 def check(history: list[dict[str, Any]], *, gap_ms: float = 50.0, max_loads: int | None = None,
           max_anomalies: int = 100, **_: Any) -> dict[str, Any]:
     """Result: ``loads``, ``events``, ``max``, ``p99``, ``mean`` (loads per event), ``worst``
-    (largest events: key, loads, start_s, span_ms), ``anomalies`` of type ``herd``."""
+    (largest events: key, loads, start_s, span_ms), ``anomalies`` of type ``herd``. Nothing to judge
+    (unknown, with the reason) without a DB load."""
     paired = pair(history)
     gap = gap_ms * 1e6
     per_key: dict[Any, list[Any]] = {}
@@ -48,6 +49,8 @@ def check(history: list[dict[str, Any]], *, gap_ms: float = 50.0, max_loads: int
     events.sort(key=lambda e: (-e[0], e[2][0].t0))
     out["worst"] = [{"key": k, "loads": n, "start_s": round(ops[0].t0 / 1e9, 6),
                      "span_ms": round((ops[-1].t0 - ops[0].t0) / 1e6, 3)} for n, k, ops in events[:10]]
+    if not sizes:
+        return nothing_to_judge("no DB loads (no ok op flagged db_load)", **out)
     if max_loads is None:
         out["valid"] = True
         return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import READ_FS, anomaly, pair, secs
+from checkers.ops import READ_FS, Who, anomaly, nothing_to_judge, pair, secs
 
 
 def _src(op: Any) -> str:
@@ -24,10 +24,11 @@ def _src(op: Any) -> str:
 def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_anomalies: int = 100,
           **_: Any) -> dict[str, Any]:
     """Result: ``reads`` (ok object reads), ``torn``, ``old_schema``, ``anomalies`` of types
-    ``torn-read`` and ``old-schema-read``."""
+    ``torn-read`` and ``old-schema-read``. Nothing to judge (unknown, with the reason) without an
+    ok read of an object (with ``required_fields``: of any value, since a non-object is old-schema)."""
     paired = pair(history)
     req = list(required_fields or [])
-    n = torn = old = 0
+    n = torn = old = objects = 0
     anomalies: list[dict[str, Any]] = []
     for op in paired.ops:
         if op.type != "ok" or op.f not in READ_FS or op.final_db:
@@ -38,6 +39,7 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
         n += 1
         flagged_invalid = bool(op.comp and op.comp.get("valid_object") is False)
         if isinstance(v, dict):
+            objects += 1
             vals = {x for x in v.values() if x is not None}
             missing = [f for f, x in v.items() if x is None]
             # partly-missing fields are torn only when no schema is given; with required_fields a
@@ -50,7 +52,7 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
                            if len(vals) > 1 else f"field(s) {', '.join(map(str, missing))} are missing while others are set")
                     anomalies.append(anomaly(
                         "torn-read", op.key, [op],
-                        f"Process {op.process} read {op.key}{_src(op)} at {secs(op.t0)} and got {{{shown}}}: {why} "
+                        f"{Who(op)} read {op.key}{_src(op)} at {secs(op.t0)} and got {{{shown}}}: {why} "
                         f"— a torn read.", fields=v))
             if req and not flagged_invalid:
                 lacking = [f for f in req if v.get(f) is None]
@@ -59,7 +61,7 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
                     if len(anomalies) < max_anomalies:
                         anomalies.append(anomaly(
                             "old-schema-read", op.key, [op],
-                            f"Process {op.process} read {op.key}{_src(op)} at {secs(op.t0)} and got an object without "
+                            f"{Who(op)} read {op.key}{_src(op)} at {secs(op.t0)} and got an object without "
                             f"the required field(s) {', '.join(map(str, lacking))} — an old-schema object returned "
                             f"as valid."))
         elif req and not flagged_invalid:
@@ -67,11 +69,14 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
             if len(anomalies) < max_anomalies:
                 anomalies.append(anomaly(
                     "old-schema-read", op.key, [op],
-                    f"Process {op.process} read {op.key}{_src(op)} at {secs(op.t0)} and got {v!r}, not an object with "
+                    f"{Who(op)} read {op.key}{_src(op)} at {secs(op.t0)} and got {v!r}, not an object with "
                     f"the required field(s) {', '.join(map(str, req))} — an old-schema value returned as valid."))
-    out: dict[str, Any] = {"reads": n, "torn": torn, "old_schema": old, "required_fields": req}
+    out: dict[str, Any] = {"reads": n, "object_reads": objects, "torn": torn, "old_schema": old,
+                           "required_fields": req}
     out["valid"] = not (torn or old)
     out["anomaly_count"] = torn + old
+    if out["valid"] and not (n if req else objects):
+        return nothing_to_judge("no ok reads of a value" if req else "no ok reads of object values", **out)
     if not out["valid"]:
         out["anomalies"] = anomalies
     return out

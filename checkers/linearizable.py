@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from checkers.ops import INF, Op, hashable, pair, secs, vtext
+from checkers.ops import INF, NOTHING_TO_JUDGE, Op, Who, hashable, nothing_to_judge, pair, secs, vtext
 
 MODELS = ("register", "cas-register", "multi-register", "mutex")
 ILLEGAL = object()
@@ -317,7 +317,56 @@ def _op_text(op: Op, key: Any) -> str:
         what = "ran [" + ", ".join(f"{m[0]} {m[1]} {vtext(m[2])}" if len(m) == 3 else str(m) for m in op.value) + "]"
     else:
         what = f"did {op.f}{'' if key is None else ' ' + str(key)} {vtext(op.value)}"
-    return f"Process {op.process} {what}"
+    if op.is_final and op.f == "read":
+        what = "returned" + what[len("read"):]
+    return f"{Who(op)} {what}"
+
+
+def _roles(s: _Spec, i: int, nil_reads_any: bool) -> tuple[bool, bool]:
+    """(observes, writes) for compiled op ``i``: does it constrain the state, does it change it?"""
+    k = s.kind[i]
+    if k == K_READ:
+        return True, False
+    if k == K_WRITE:
+        return False, True
+    if k == K_CAS:
+        return True, True
+    micro = [m for m in s.ops[i].value if isinstance(m, (list, tuple)) and len(m) >= 3]
+    reads = any(m[0] == "read" and not (m[2] is None and nil_reads_any) for m in micro)
+    return reads, any(m[0] == "write" for m in micro)
+
+
+def _judged(s: _Spec, nil_reads_any: bool) -> tuple[bool, int, int]:
+    """Did the search judge anything on this key: an ok op that observes the state and another op
+    that could have changed it? Also the counts of (ok observers, possible writers)."""
+    obs: list[int] = []
+    wrs: list[int] = []
+    for i, op in enumerate(s.ops):
+        o, w = _roles(s, i, nil_reads_any)
+        if o and op.type == "ok":
+            obs.append(i)
+        if w:
+            wrs.append(i)
+    judged = bool(obs and wrs) and (len(obs) > 1 or len(wrs) > 1 or obs[0] != wrs[0])
+    return judged, len(obs), len(wrs)
+
+
+def _nothing_reason(specs: dict[Any, _Spec], nil_reads_any: bool) -> str | None:
+    """None if some key had something to judge, else what was missing, in words."""
+    observers = writers = 0
+    for s in specs.values():
+        judged, o, w = _judged(s, nil_reads_any)
+        if judged:
+            return None
+        observers += o
+        writers += w
+    if not specs:
+        return "no client operations"
+    if not writers:
+        return "no write that could have taken effect (none, failed, or never observed)"
+    if not observers:
+        return "no ok reads"
+    return "no key with both a write and an ok read of it"
 
 
 def _explain(key: Any, s: _Spec, res: _Result, model: str, by_time: bool) -> dict[str, Any]:
@@ -395,14 +444,16 @@ def _context(s: _Spec, res: _Result, culprit: Op, by_time: bool) -> tuple[list[i
 
 def check(history: list[dict[str, Any]], *, model: str = "register", initial: Any = None,
           time_limit_s: float = 60.0, key_time_limit_s: float = 20.0, nil_reads_any: bool = False,
-          slice_steps: int = 5000, order: str = "time", **_: Any) -> dict[str, Any]:
+          slice_steps: int = 5000, order: str = "time", empty_ok: bool = False, **_: Any) -> dict[str, Any]:
     """Check linearizability of every key (partition) against ``model``.
 
     ``initial``: the initial value (multi-register: a dict). ``nil_reads_any``: an ok read of nil
     means "value unknown" (Knossos's convention for Jepsen histories). ``order``: real-time order
     from ``time_ns`` ("time", our histories: the history index can put a completion before an invoke
     whose clock was read earlier) or from the position in the history ("index", Jepsen's convention:
-    EDN histories). Returns ``valid``,
+    EDN histories). ``empty_ok``: a history with nothing to judge (no key with both a write that
+    could have taken effect and an ok read) is valid, with a note (Knossos's answer for Jepsen
+    histories, e.g. one with only nemesis ops); otherwise it is unknown with the reason. Returns ``valid``,
     ``keys`` (checked), ``unknown_keys`` (timed out), ``anomalies`` (the first illegal key's
     explanation), ``steps``, ``dropped`` (ops removed as constraining nothing).
     """
@@ -469,6 +520,11 @@ def check(history: list[dict[str, Any]], *, model: str = "register", initial: An
         out["valid"] = "unknown"
         out["unknown_keys"] = {str(k): v for k, v in list(unknown.items())[:50]}
         out["error"] = f"{len(unknown)} key(s) not decided within the time limit"
+    elif (why := _nothing_reason(specs, nil_reads_any)) is not None:
+        if not empty_ok:
+            return nothing_to_judge(why, **out)
+        out["valid"] = True
+        out["note"] = f"{NOTHING_TO_JUDGE}: {why} (valid by Knossos's convention)"
     else:
         out["valid"] = True
     return out

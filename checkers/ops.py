@@ -335,6 +335,46 @@ def proc_name(p: Any) -> str:
     return f"process {p}"
 
 
+FINAL_READER = "the final read (after heal)"
+
+
+def _field(op: Op | dict[str, Any], name: str) -> Any:
+    return op.get(name) if isinstance(op, dict) else getattr(op, name, None)
+
+
+def is_final(op: Op | dict[str, Any]) -> bool:
+    """A final-phase op (the reads after heal and quiescence; their process ids start at 1_000_000)."""
+    return _field(op, "phase") == "final"
+
+
+def who(op: Op | dict[str, Any]) -> str:
+    """Who did ``op``, in words: "the final read (after heal)" or "process N"."""
+    return FINAL_READER if is_final(op) else f"process {_field(op, 'process')}"
+
+
+def Who(op: Op | dict[str, Any]) -> str:
+    """``who`` capitalised, for the start of a sentence."""
+    w = who(op)
+    return w[0].upper() + w[1:]
+
+
+def reader(op: Op | dict[str, Any], start: bool = True) -> str:
+    """Subject and verb of a read: "Process N read" or "The final read (after heal) returned"."""
+    w = Who(op) if start else who(op)
+    return f"{w} returned" if is_final(op) else f"{w} read"
+
+
+# -- nothing to judge -----------------------------------------------------------------------------------
+
+NOTHING_TO_JUDGE = "nothing to judge"
+
+
+def nothing_to_judge(reason: str, **evidence: Any) -> dict[str, Any]:
+    """The verdict of a checker that saw nothing it judges: unknown, never valid. ``reason`` says what
+    was missing, in words ("no acknowledged writes"); ``evidence`` carries the usual counts."""
+    return {**evidence, "valid": "unknown", "reason": f"{NOTHING_TO_JUDGE}: {reason}"}
+
+
 def vtext(value: Any, version: Any = None) -> str:
     s = "nil" if value is None else repr(value) if isinstance(value, str) else str(value)
     return f"{s} (version {version})" if version is not None else s

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from checkers.ops import anomaly, pair
+from checkers.ops import anomaly, nothing_to_judge, pair
 
 QS = (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("max", 100))
 
@@ -29,7 +29,8 @@ def check(history: list[dict[str, Any]], *, bucket_s: float | None = None, min_h
           max_fail_rate: float | None = None, **_: Any) -> dict[str, Any]:
     """Result: ``counts`` (ok/fail/info), ``hit_rate`` (overall), ``hit_rate_over_time``
     ([t_s, rate, n] per bucket), ``latency_ms`` ({all, read, write, in_fault, outside_fault} ->
-    quantiles), ``faults`` (windows), ``throughput_ops_s``."""
+    quantiles), ``faults`` (windows), ``throughput_ops_s``. Nothing to judge (unknown, with the reason)
+    without an ok op (unless ``max_fail_rate`` judges the failed ones)."""
     paired = pair(history)
     ops = [o for o in paired.ops if o.phase not in ("final", "setup")]
     n = len(ops)
@@ -83,6 +84,9 @@ def check(history: list[dict[str, Any]], *, bucket_s: float | None = None, min_h
     if max_fail_rate is not None and out["fail_rate"] > max_fail_rate:
         anomalies.append(anomaly("fail-rate", None, [], f"{out['fail_rate']:.1%} of operations failed or timed out, "
                                                         f"over the {max_fail_rate:.1%} threshold."))
+    judged_fail_rate = max_fail_rate is not None and n > 0
+    if not anomalies and not out["counts"]["ok"] and not judged_fail_rate:
+        return nothing_to_judge("no ok ops" if n else "no client ops (outside the set-up and final phases)", **out)
     out["valid"] = not anomalies
     out["anomaly_count"] = len(anomalies)
     if anomalies:

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import READ_FS, WRITE_FS, anomaly, hashable, key_versions, pair, read_version, secs, vtext
+from checkers.ops import (
+    READ_FS,
+    WRITE_FS,
+    Who,
+    anomaly,
+    hashable,
+    key_versions,
+    nothing_to_judge,
+    pair,
+    read_version,
+    secs,
+    vtext,
+)
 
 
 def _src(op: Any) -> str:
@@ -20,8 +32,10 @@ def _src(op: Any) -> str:
 def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version: int = 0,
           max_anomalies: int = 100, **_: Any) -> dict[str, Any]:
     """Result: ``read_your_writes`` and ``monotonic_reads`` (booleans) with ``*_violations`` counts,
-    ``processes``,
-    ``anomalies`` of types ``read-your-writes`` and ``non-monotonic-read``."""
+    ``processes``, ``judged_reads`` (per guarantee, the reads it had a say on),
+    ``anomalies`` of types ``read-your-writes`` and ``non-monotonic-read``. Nothing to judge (unknown,
+    with the reason) when no process read a key after its own acknowledged write of it, and none read
+    a key that anyone wrote twice."""
     paired = pair(history)
     kvs = key_versions(paired, initial=initial, initial_version=initial_version)
     # per (process, key): (version, op) of the last acked own write and of the newest read
@@ -30,6 +44,7 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
     counts = {"read-your-writes": 0, "non-monotonic-read": 0}
     anomalies: list[dict[str, Any]] = []
     procs = set()
+    judged = {"read-your-writes": 0, "monotonic-reads": 0}  # reads each guarantee had a say on
     for op in paired.ops:  # invoke order; a process is sequential
         if op.type != "ok" or op.final_db:
             continue
@@ -47,23 +62,25 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
             if vr is None:
                 continue
             ow = own.get(pk)
+            judged["read-your-writes"] += ow is not None
             if ow is not None and vr < ow[0]:
                 counts["read-your-writes"] += 1
                 if len(anomalies) < max_anomalies:
                     w = ow[1]
                     anomalies.append(anomaly(
                         "read-your-writes", op.key, [w, op],
-                        f"Process {op.process} wrote {op.key} = {vtext(w.value, ow[0])}, acknowledged at "
+                        f"{Who(op)} wrote {op.key} = {vtext(w.value, ow[0])}, acknowledged at "
                         f"{secs(w.t1)}, then read {op.key} = {vtext(op.value, vr)}{_src(op)} at {secs(op.t0)}: "
                         f"it did not see its own write (read-your-writes violated)."))
             sw = seen.get(pk)
+            judged["monotonic-reads"] += sw is not None and bool(kv.writes)
             if sw is not None and vr < sw[0]:
                 counts["non-monotonic-read"] += 1
                 if len(anomalies) < max_anomalies:
                     p = sw[1]
                     anomalies.append(anomaly(
                         "non-monotonic-read", op.key, [p, op],
-                        f"Process {op.process} read {op.key} = {vtext(p.value, sw[0])}{_src(p)} at {secs(p.t0)}, "
+                        f"{Who(op)} read {op.key} = {vtext(p.value, sw[0])}{_src(p)} at {secs(p.t0)}, "
                         f"then {op.key} = {vtext(op.value, vr)}{_src(op)} at {secs(op.t0)}: its reads went back "
                         f"from version {sw[0]} to version {vr} (monotonic reads violated)."))
             if sw is None or vr > sw[0]:
@@ -78,8 +95,11 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
         "monotonic_reads_violations": mono,
         "counts": counts,
         "anomaly_count": ryw + mono,
+        "judged_reads": judged,
         "valid": ryw == 0 and mono == 0,
     }
+    if out["valid"] and not any(judged.values()):
+        return nothing_to_judge("no process read a key after writing it, nor read a written key twice", **out)
     if not out["valid"]:
         out["anomalies"] = anomalies
     return out

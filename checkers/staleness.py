@@ -21,7 +21,21 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from typing import Any
 
-from checkers.ops import INF, KeyVersions, Op, anomaly, key_versions, ms, pair, read_version, secs, vtext
+from checkers.ops import (
+    INF,
+    KeyVersions,
+    Op,
+    anomaly,
+    key_versions,
+    ms,
+    nothing_to_judge,
+    pair,
+    read_version,
+    reader,
+    secs,
+    vtext,
+    who,
+)
 
 T_GRID_MS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000)
 DELTAS_MS = (0, 10, 100, 1000, 10000)
@@ -88,10 +102,21 @@ def _src(op: Op) -> str:
     return {"cache": " from the cache", "db": " from the DB"}.get(op.source, "")
 
 
+def _nothing_reason(kvs: dict[Any, KeyVersions], n_reads: int) -> str:
+    acked = any(w.type == "ok" and read_version(kv, w) is not None for kv in kvs.values() for w in kv.writes)
+    if not acked:
+        return "no acknowledged writes (of known version)"
+    if not n_reads:
+        return "no ok reads (of known version)"
+    return "no ok read of a key with an acknowledged write"
+
+
 def check(history: list[dict[str, Any]], *, bound_ms: float | None = None, bound_versions: int | None = None,
           initial: Any = None, initial_version: int = 0, deltas_ms: Any = DELTAS_MS,
           max_anomalies: int = 100, max_samples: int = 20000, **_: Any) -> dict[str, Any]:
-    """Staleness figures and the bounded-staleness verdict (valid if no bound is given).
+    """Staleness figures and the bounded-staleness verdict (valid if no bound is given). Nothing to
+    judge (unknown, with the reason) when no read of known version is of a key with an acknowledged
+    write of known version.
 
     Result fields: ``reads`` (reads of known version), ``stale_reads``, ``max_staleness_ms``,
     ``staleness_quantiles_ms``, ``k_staleness`` = ``k_histogram`` (versions behind -> count),
@@ -101,7 +126,7 @@ def check(history: list[dict[str, Any]], *, bound_ms: float | None = None, bound
     """
     paired = pair(history)
     kvs = key_versions(paired, initial=initial, initial_version=initial_version)
-    n_reads = 0
+    n_reads = judged = 0
     stale: list[float] = []
     k_hist: dict[int, int] = {}
     ages: list[tuple[float, bool]] = []
@@ -117,6 +142,7 @@ def check(history: list[dict[str, Any]], *, bound_ms: float | None = None, bound
         kworst: tuple[float, Any, Op, Op | None] | None = None
         for r, vr, st, behind, w in read_staleness(kv, ix):
             n_reads += 1
+            judged += bool(ix.acked)
             k_hist[behind] = k_hist.get(behind, 0) + 1
             if st > 0:
                 stale.append(st)
@@ -181,6 +207,8 @@ def check(history: list[dict[str, Any]], *, bound_ms: float | None = None, bound
     out["bound_ms"] = bound_ms
     if bound_versions is not None:
         out["bound_versions"] = bound_versions
+    if not judged:
+        return nothing_to_judge(_nothing_reason(kvs, n_reads), **out)
     if bound_ms is None and bound_versions is None:
         out["valid"] = True
         out["note"] = "no bound given: figures only"
@@ -201,8 +229,8 @@ def check(history: list[dict[str, Any]], *, bound_ms: float | None = None, bound
         assert w is not None
         anomalies.append(anomaly(
             "stale-read", key, [r, w],
-            f"Process {r.process} read {key} = {vtext(r.value, vr)}{_src(r)} at {secs(r.t0)}, but the write of "
-            f"{vtext(w.value, read_version(kvs[key], w))} by process {w.process} had completed at {secs(w.t1)}, "
+            f"{reader(r)} {key} = {vtext(r.value, vr)}{_src(r)} at {secs(r.t0)}, but the write of "
+            f"{vtext(w.value, read_version(kvs[key], w))} by {who(w)} had completed at {secs(w.t1)}, "
             f"{ms(st)} before that read began: a stale read, {' and '.join(bound_txt)}.",
             staleness_ms=round(st / 1e6, 3), versions_behind=behind))
     out["valid"] = False

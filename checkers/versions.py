@@ -39,20 +39,24 @@ from checkers.ops import (
     WRITE_FS,
     KeyVersions,
     Op,
+    Who,
     anomaly,
     hashable,
     key_versions,
     ms,
+    nothing_to_judge,
     pair,
     read_version,
+    reader,
     secs,
     vtext,
+    who,
 )
 
 
 def _src(op: Op) -> str:
     if op.final_db:
-        return " from the DB (final read)"
+        return " from the DB"
     if op.source == "cache":
         return " from the cache"
     if op.source == "db":
@@ -93,21 +97,23 @@ def value_anomalies(kv: KeyVersions, initial: Any) -> list[dict[str, Any]]:
             err = f" ({w.error})" if w.error else ""
             out.append(anomaly(
                 "aborted-read", kv.key, [r, w],
-                f"Process {r.process} read {kv.key} = {vtext(r.value, r.version)}{_src(r)} at {secs(r.t0)}, "
-                f"but process {w.process}'s write of {vtext(r.value)} failed at {secs(w.t1)}{err}: it never "
+                f"{reader(r)} {kv.key} = {vtext(r.value, r.version)}{_src(r)} at {secs(r.t0)}, "
+                f"but {who(w)}'s write of {vtext(r.value)} failed at {secs(w.t1)}{err}: it never "
                 f"committed, so the read returned a value that does not exist in the DB (an aborted read)."))
         else:
             out.append(anomaly(
                 "garbage-read", kv.key, [r],
-                f"Process {r.process} read {kv.key} = {vtext(r.value, r.version)}{_src(r)} at {secs(r.t0)}, "
+                f"{reader(r)} {kv.key} = {vtext(r.value, r.version)}{_src(r)} at {secs(r.t0)}, "
                 f"but no operation ever wrote {vtext(r.value)} to {kv.key}: a garbage read."))
     return out
 
 
 def _what(op: Op, v: int) -> str:
     if op.f in WRITE_FS:
-        return f"process {op.process}'s write of {vtext(op.value, v)}"
-    return f"process {op.process}'s read of {vtext(op.value, v)}"
+        return f"{who(op)}'s write of {vtext(op.value, v)}"
+    if op.is_final:
+        return f"{who(op)} of {vtext(op.value, v)}"
+    return f"{who(op)}'s read of {vtext(op.value, v)}"
 
 
 def _explain_pair(key: Any, a: Op, pa: int, va: int, b: Op, pb: int, vb: int) -> tuple[str, str]:
@@ -117,22 +123,22 @@ def _explain_pair(key: Any, a: Op, pa: int, va: int, b: Op, pb: int, vb: int) ->
     if not b_is_w:
         if a_is_w:
             return "stale-read", (
-                f"Process {b.process} read {key} = {vtext(b.value, vb)}{_src(b)} at {secs(b.t0)}, but the "
-                f"write of {vtext(a.value, va)} by process {a.process} had completed at {secs(a.t1)}, "
+                f"{reader(b)} {key} = {vtext(b.value, vb)}{_src(b)} at {secs(b.t0)}, but the "
+                f"write of {vtext(a.value, va)} by {who(a)} had completed at {secs(a.t1)}, "
                 f"{gap} before that read began: a stale read.")
         if a.process == b.process:
             return "non-monotonic-read", (
-                f"Process {b.process} read {key} = {vtext(a.value, va)}{_src(a)} (done at {secs(a.t1)}), "
+                f"{Who(b)} read {key} = {vtext(a.value, va)}{_src(a)} (done at {secs(a.t1)}), "
                 f"then read {key} = {vtext(b.value, vb)}{_src(b)} at {secs(b.t0)}: its reads went back "
                 f"from version {va} to version {vb} (a non-monotonic read).")
         return "stale-read", (
-            f"Process {b.process} read {key} = {vtext(b.value, vb)}{_src(b)} at {secs(b.t0)}, but process "
-            f"{a.process} had already read the newer {vtext(a.value, va)}{_src(a)}, done at {secs(a.t1)}, "
+            f"{reader(b)} {key} = {vtext(b.value, vb)}{_src(b)} at {secs(b.t0)}, but "
+            f"{who(a)} had already {'returned' if a.is_final else 'read'} the newer {vtext(a.value, va)}{_src(a)}, done at {secs(a.t1)}, "
             f"{gap} before that read began: a stale read (a newer version was visible, then was not).")
     if not a_is_w and va == vb:
         return "future-read", (
-            f"Process {a.process} read {key} = {vtext(a.value, va)}{_src(a)}, done at {secs(a.t1)}, "
-            f"{gap} before process {b.process} even began writing {vtext(b.value)} at {secs(b.t0)}: "
+            f"{reader(a)} {key} = {vtext(a.value, va)}{_src(a)}, done at {secs(a.t1)}, "
+            f"{gap} before {who(b)} even began writing {vtext(b.value)} at {secs(b.t0)}: "
             f"a read from the future.")
     return "version-order-violation", (
         f"The DB gave {_what(b, vb)} (begun at {secs(b.t0)}) a lower version than {_what(a, va)}, "
@@ -263,12 +269,30 @@ def _check_key_graph(kv: KeyVersions, max_anomalies: int) -> tuple[list[dict[str
     return found, counts, len(_positioned(kv)[1])
 
 
+def _judged_writes(kv: KeyVersions) -> list[Op]:
+    """Writes the version order can place: acknowledged ones, and indeterminate ones of known version."""
+    return [w for w in kv.writes if w.type == "ok" or w.version is not None or hashable(w.value) in kv.vof]
+
+
+def nothing_judged(kvs: dict[Any, KeyVersions]) -> str | None:
+    """None if some key has both an ok read and a write that could have taken effect (acknowledged,
+    or indeterminate and of known version), else what was missing, in words."""
+    if any((kv.reads or kv.final_db) and _judged_writes(kv) for kv in kvs.values()):
+        return None
+    if not any(_judged_writes(kv) for kv in kvs.values()):
+        return "no writes that could have taken effect (none, all failed, or indeterminate and never seen)"
+    if not any(kv.reads or kv.final_db for kv in kvs.values()):
+        return "no ok reads"
+    return "no key with both a write and an ok read of it"
+
+
 def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version: int = 0,
           method: str = "fast", max_anomalies: int = 100, read_fs: Any = None, write_fs: Any = None,
           **_: Any) -> dict[str, Any]:
     """Version-graph linearizability. Result: ``valid``, ``anomalies``, ``counts`` (per type),
     ``keys``, ``ops_positioned``, ``unversioned_writes`` (ok writes with no known version; if any
-    and nothing else is wrong, the verdict is unknown: the order cannot be fully judged)."""
+    and nothing else is wrong, the verdict is unknown: the order cannot be fully judged). With no key
+    that has both an ok read and a write, there is nothing to judge: unknown, with the reason."""
     t0 = time.monotonic()
     paired = pair(history)
     rf = frozenset(read_fs) if read_fs else READ_FS
@@ -294,6 +318,8 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
     if counts:
         out["valid"] = False
         out["anomalies"] = anomalies
+    elif (why := nothing_judged(kvs)) is not None:
+        return nothing_to_judge(why, **out)
     elif unversioned:
         out["valid"] = "unknown"
         out["error"] = (f"{unversioned} acknowledged write(s) have no known version: the version order "

@@ -75,5 +75,6 @@ def brute(specs: list[tuple[str, int, int, int, int, str]], initial: int = 0) ->
 @given(st.lists(OP, min_size=1, max_size=6))
 def test_search_matches_brute_force(specs: list[tuple[str, int, int, int, int, str]]) -> None:
     clear_memo()
-    got = linearizable.check(build(specs), model="cas-register", initial=0)
+    # the search's answer, with nothing to judge counting as linearizable (as for the brute force)
+    got = linearizable.check(build(specs), model="cas-register", initial=0, empty_ok=True)
     assert got["valid"] == brute(specs), (specs, got)
