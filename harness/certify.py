@@ -9,7 +9,10 @@ one workload and puts them side by side (guarantees and key figures).
 
 Checker results map onto guarantees in ``guarantees_of``: by checker name, by sub-results when a
 checker reports them (the session checker's read-your-writes / monotonic-reads), else by anomaly
-types. A guarantee whose checker did not run is "n/a", never "pass".
+types. A guarantee whose checker did not run is "n/a", never "pass"; a checker that judged nothing
+is "unknown" with its reason; and no guarantee passes in a run whose faults were not all confirmed,
+whose history was cut short or which was interrupted (``run_blockers``): the run did not test what
+its plan says. The run-verdict row follows results.json's ``valid`` and says why it is unknown.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import exitcodes, store
+from harness.report import converge_s, status_notes
 from harness.report import html as H
 from harness.report.html import esc
 
@@ -74,7 +78,20 @@ def guarantees_of(results: dict[str, Any], bound_ms: float | None = None) -> dic
                     anomalies if status == "fail" else [])
         detail = _detail(gid, r, mine, bound_ms)
         out[gid] = {"status": status, "detail": detail}
+    blockers = run_blockers(results)
+    if blockers:
+        for g in out.values():
+            if g["status"] == "pass":
+                g["status"] = "unknown"
+                g["detail"] = "; ".join(["not confirmed: " + "; ".join(blockers), *filter(None, [g["detail"]])])
     return out
+
+
+def run_blockers(results: dict[str, Any]) -> list[str]:
+    """Why no guarantee of this run can pass, whatever its checkers say: a fault of its plan not
+    confirmed by its probe, a history cut short, an interrupted run."""
+    keep = ("interrupted", "interrupted_at_s", "history_truncated", "unverified_faults")
+    return status_notes({k: results[k] for k in keep if k in results})
 
 
 def _detail(gid: str, r: dict[str, Any], anomalies: list[dict[str, Any]], bound_ms: float | None) -> str:
@@ -87,11 +104,15 @@ def _detail(gid: str, r: dict[str, Any], anomalies: list[dict[str, Any]], bound_
             if isinstance(r.get(k), (int, float)):
                 parts.append(f"worst {r[k]:.4g} ms")
                 break
+    if gid == "convergence" and isinstance(r.get("converge_s"), (int, float)):
+        parts.append(f"converged {r['converge_s']:.3g} s after heal")
     if anomalies:
         parts.append(f"{len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}: "
                      f"{anomalies[0].get('explanation') or anomalies[0].get('type')}")
     if r.get("error"):
         parts.append(f"error: {r['error']}")
+    if r.get("reason") and r.get("valid") is not True:
+        parts.append(str(r["reason"]))
     return "; ".join(parts)[:400]
 
 
@@ -107,6 +128,7 @@ class Cell:
     guarantees: dict[str, dict[str, str]] = field(default_factory=dict)
     seed: int | None = None
     figures: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # why the verdict is weaker (harness.report.status_notes)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -216,6 +238,7 @@ def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None)
                 else:
                     cell.exit_code = int(results.get("exit_code", exitcodes.for_verdict(results.get("valid"))))
                 cell.valid = results.get("valid", "unknown")
+                cell.notes = status_notes(results)
                 cell.guarantees = guarantees_of(results, _bound(prepared.workload, cfg))
                 cell.figures = run_figures(run.dir, results)
                 log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: {H.verdict_word(cell.valid)} "
@@ -262,6 +285,9 @@ def run_figures(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     out["stale reads"] = st.stale
     if len(st.ages_ms):
         out["max staleness ms"] = round(float(st.ages_ms.max()), 1)
+    conv = converge_s(results)
+    if conv is not None:
+        out["converged after heal s"] = round(conv, 3)
     return out
 
 
@@ -283,9 +309,10 @@ def merged_valid(cells: list[Cell]) -> Any:
 
 # -- pages -------------------------------------------------------------------------------------
 def _cell_html(c: Cell, gid: str | None, index_dir: Path) -> str:
-    if gid is None:
+    if gid is None:  # the run's own verdict: results.json's valid, never recomputed from checkers
         status = {True: "pass", False: "fail"}.get(c.valid, "unknown")
-        text, detail = H.verdict_word(c.valid), c.error or f"exit code {c.exit_code}"
+        why = [w for w in (c.error, *c.notes) if w]
+        text, detail = H.verdict_word(c.valid), "; ".join(why) or f"exit code {c.exit_code}"
     else:
         g = c.guarantees.get(gid) or {"status": "n/a", "detail": c.error or "not run"}
         status, detail = g["status"], g["detail"]
@@ -374,8 +401,9 @@ def _runs_table(cells: list[Cell]) -> str:
            '<th>verdict</th><th>re-run</th></tr>']
     for c in cells:
         rerun = f"cachecert rerun {c.run_dir}" if c.run_dir else (c.error or "")
+        why = f' <span class="note">{esc("; ".join(c.notes))}</span>' if c.notes else ""
         out.append(f"<tr><td>{esc(c.workload)}</td><td>{esc(c.strategy)}</td><td>{esc(c.plan)}</td>"
-                   f"<td>{H.tag(c.valid, H.verdict_word(c.valid))}</td><td><code>{esc(rerun)}</code></td></tr>")
+                   f"<td>{H.tag(c.valid, H.verdict_word(c.valid))}{why}</td><td><code>{esc(rerun)}</code></td></tr>")
     out.append("</table>")
     return "".join(out)
 
