@@ -29,6 +29,7 @@ import gc
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -244,25 +245,21 @@ def final_phase_complete(history: list[dict[str, Any]], truncated: bool) -> bool
 
 def unverified_faults(history: list[dict[str, Any]]) -> list[str]:
     """Faults the nemesis started whose probe never confirmed they took effect (no probe record, or
-    one with ``verified`` false), by name."""
-    started: dict[Any, str] = {}
-    confirmed: set[Any] = set()
-    order: list[Any] = []
+    one with ``verified`` false), by name; a fault started twice needs two confirmations."""
+    started: Counter[tuple[Any, ...]] = Counter()
+    confirmed: Counter[tuple[Any, ...]] = Counter()
+    names: dict[tuple[Any, ...], str] = {}
     for op in history:
-        if op.get("process") != "nemesis" or not isinstance(op.get("value"), dict):
+        v = op.get("value")
+        if op.get("process") != "nemesis" or not isinstance(v, dict):
             continue
-        v = op["value"]
         ident = (v.get("name"), v.get("fault"), v.get("target"))
         if op.get("f") == "start":
-            started.setdefault(ident, str(v.get("name") or v.get("fault")))
-            order.append(ident)
+            started[ident] += 1
+            names.setdefault(ident, str(v.get("name") or v.get("fault")))
         elif op.get("f") == "probe" and v.get("verified") is True:
-            confirmed.add(ident)
-    seen: list[str] = []
-    for ident in dict.fromkeys(order):
-        if ident not in confirmed:
-            seen.append(started[ident])
-    return seen
+            confirmed[ident] += 1
+    return [names[i] for i, n in started.items() for _ in range(n - min(n, confirmed[i]))]
 
 
 def unstarted_faults(history: list[dict[str, Any]], scheduled: int | None) -> int:
