@@ -348,6 +348,11 @@ def failure_message(results: dict[str, Any], nodeid: str = "", max_anomalies: in
     head = (f"cachecert: {results.get('workload')}/{results.get('strategy')} (seed {results.get('seed')}) "
             f"is {_verdict(results.get('valid'))}" + (f" in {nodeid}" if nodeid else ""))
     lines = [head]
+    from harness.report import status_notes
+
+    notes = status_notes(results)
+    if notes:
+        lines.append("  why: " + "; ".join(notes))
     for name, r in (results.get("checkers") or {}).items():
         if r.get("valid") is True:
             continue
