@@ -363,10 +363,13 @@ def staleness_plot(d: HistoryData, st: Staleness, bound_ms: float | None = None)
             ax.text(0.5, 0.5, f"no data to draw: {len(dm):,} versioned read(s) after a write,\n"
                     "too few for a point (5 per bin)", transform=ax.transAxes, ha="center", va="center",
                     color="#777")
+            notes.append(f"t-visibility: no data to draw ({len(dm):,} versioned read(s) after a write; "
+                         "a point needs 5 in its bin)")
         ax.set_ylim(-2, 102)
     else:
         ax.text(0.5, 0.5, "no data: no versioned reads and writes", transform=ax.transAxes, ha="center",
                 color="#777")
+        notes.append("t-visibility: no data to draw (no versioned reads after a committed write)")
     ax.set_xlabel("time since the newest write committed (ms" + (", log)" if ax.get_xscale() == "log" else ")"))
     ax.set_ylabel("reads that saw it (%)")
     ax.set_title("t-visibility")
