@@ -256,3 +256,171 @@ def test_render_failure_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogC
     render_report(tmp_path)
     assert "report rendering failed" in caplog.text
     assert json.loads((tmp_path / "results.json").read_text())["exit_code"] == 0
+
+
+# -- issue 13: small things a user trips on ------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _store(run_dir: Path, history: list[dict], results: dict) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "history.jsonl").write_text("".join(json.dumps(o) + "\n" for o in history))
+    (run_dir / "results.json").write_text(json.dumps(results))
+    return run_dir
+
+
+def _op(i: int, p: int, t: float, f: str, typ: str, value=None, key: str = "k0", **kw) -> dict:
+    return {"index": i, "process": p, "type": typ, "f": f, "key": key, "value": value, "time_ns": int(t * 1e9), **kw}
+
+
+def _tiny_history() -> list[dict]:
+    """Ops that complete at the instant they are invoked (zero latency) and one stale read: the
+    shapes that made a tiny run's report fail on a log-scaled axis with nothing positive on it."""
+    return [_op(0, 0, 0.1, "read", "invoke"), _op(1, 0, 0.1, "read", "ok", 1, version=1),
+            _op(2, 0, 0.2, "write", "invoke", 2), _op(3, 0, 0.2, "write", "ok", 2, version=2),
+            _op(4, 0, 0.3, "read", "invoke"), _op(5, 0, 0.3, "read", "ok", 1, version=1)]
+
+
+def test_tiny_history_renders_and_says_no_data(tmp_path: Path) -> None:
+    run_dir = _store(tmp_path / "tiny", _tiny_history(), {
+        "workload": "register", "strategy": "cache-aside", "valid": True, "exit_code": 0, "checkers": {}})
+    html = render(run_dir).read_text()
+    assert "t-visibility: no data to draw (1 versioned read(s) after a write" in html
+    assert "could not be drawn" not in html
+    for png in ("latency.png", "rates.png", "staleness.png"):
+        assert (run_dir / png).read_bytes()[:4] == b"\x89PNG"
+    _self_contained(html)
+    # no client op at all: the page says there is nothing to plot
+    empty = _store(tmp_path / "empty", [{"process": "nemesis", "type": "info", "f": "phase", "value": "load",
+                                         "index": 0, "time_ns": 0}], {"valid": "unknown", "checkers": {}})
+    assert 'id="no-data">No data to plot' in render(empty).read_text()
+
+
+def test_failing_plot_becomes_a_figure_saying_why(tmp_path: Path) -> None:
+    from harness.report import figures as F
+
+    def broken(_: object) -> F.Plot:
+        raise ValueError("Data has no positive values, and therefore cannot be log-scaled.")
+
+    p = F.guarded("latency", "Latency", broken, None)
+    assert p.png[:4] == b"\x89PNG" and p.notes == [
+        "Latency: not drawn (ValueError: Data has no positive values, and therefore cannot be log-scaled.)"]
+
+
+RENDER_FRESH = """
+import json, sys, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from harness.report import render   # matplotlib is imported here, fresh
+    render(sys.argv[1])
+print(json.dumps([f"{w.category.__name__}: {w.message} ({w.filename})" for w in caught]))
+"""
+
+
+def test_rendering_emits_no_deprecation_warning(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import warnings
+
+    write_synthetic(tmp_path / "history.jsonl", 4_000, seed=2)
+    (tmp_path / "results.json").write_text(json.dumps({"workload": "register", "valid": True, "checkers": {}}))
+    # a fresh interpreter: the plotting stack's import-time warnings count too (216 in a user's run)
+    proc = subprocess.run([sys.executable, "-c", RENDER_FRESH, str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, check=True)
+    assert json.loads(proc.stdout) == []
+    assert "deprecated" not in proc.stderr, proc.stderr[:2000]
+    with warnings.catch_warnings(record=True) as caught:  # and in this process, drawing again
+        warnings.simplefilter("always")
+        render(tmp_path)
+    assert [w for w in caught if issubclass(w.category, DeprecationWarning)] == []
+
+
+def test_anomaly_picture_draws_the_writes_that_rule_the_read_out(tmp_path: Path) -> None:
+    from checkers.linearizable import check
+
+    # 41 is written, then 45; a later read returns 41: after the prefix k0 could only hold 45
+    hist = [_op(0, 0, 0.0, "write", "invoke", 41), _op(1, 0, 0.1, "write", "ok", 41),
+            _op(2, 1, 0.2, "write", "invoke", 45), _op(3, 1, 0.3, "write", "ok", 45),
+            _op(4, 2, 0.4, "read", "invoke"), _op(5, 2, 0.5, "read", "ok", 41),
+            _op(6, 3, 0.41, "read", "invoke"), _op(7, 3, 0.45, "read", "ok", 45)]
+    lin = check(hist)
+    anomaly = lin["anomalies"][0]
+    assert anomaly["op"] == 4 and anomaly["last_state"] == "45"
+    assert {0, 2} <= set(anomaly["context_ops"]) and not {0, 2} & set(anomaly["ops"])  # not concurrent: context
+    run_dir = _store(tmp_path, hist, {"workload": "register", "strategy": "x", "valid": False, "exit_code": 1,
+                                      "checkers": {"linearizable": lin}})
+    html = render(run_dir).read_text()
+    drawn = re.search(r'alt="anomaly 1 timeline" data-ops="([\d ]+)"', html)
+    assert drawn and {0, 2, 4} <= {int(i) for i in drawn.group(1).split()}
+    assert re.findall(r'<tr data-role="(\w+)"><td class="num">(\d+)/', html) == [
+        ("context", "0"), ("context", "2"), ("culprit", "4"), ("op", "6")]
+    assert "the last linearizable state (45)" in html and "the value read (41)" in html
+    assert "last linearizable state: k0 could only hold 45 (after 3 ops)" in html
+    assert (run_dir / "anomaly-1.png").read_bytes()[:4] == b"\x89PNG"
+
+
+NEW_FIELDS = {
+    "workload": "register", "strategy": "cache-aside", "valid": "unknown", "exit_code": 2,
+    "interrupted": True, "interrupted_at_s": 3.25,
+    "history_truncated": {"complete_records": 1234, "message": "history.jsonl ends in a torn line"},
+    "unverified_faults": ["latency(redis, ms=150)"],
+    "unknown_reasons": ["fault not verified: latency(redis, ms=150)", "durability: nothing to judge: no writes"],
+    "checkers": {"linearizable": {"valid": True},
+                 "durability": {"valid": "unknown", "reason": "nothing to judge: no writes"},
+                 "convergence": {"valid": True, "converge_s": 0.42}}}
+
+
+def test_banner_shows_why_a_verdict_is_unknown(tmp_path: Path) -> None:
+    run_dir = _store(tmp_path, _tiny_history(), NEW_FIELDS)
+    html = render(run_dir).read_text()
+    why = re.search(r'<small class="why" id="verdict-why">([^<]+)</small>', html)
+    assert why and why.group(1) == ("interrupted at 3.2 s · history truncated after 1,234 complete records · "
+                                    "fault not verified: latency(redis, ms=150) · "
+                                    "durability: nothing to judge: no writes")
+    assert "history truncated after 1,234 complete records: history.jsonl ends in a torn line" in html
+    assert "why unknown: nothing to judge: no writes" in html
+    assert "converged 0.42 s after heal" in html and "converged after heal (s)" in html
+    # an old results.json without any of these fields: no status line
+    old = _store(tmp_path / "old", _tiny_history(), {"workload": "register", "valid": True, "checkers": {}})
+    assert 'id="verdict-why"' not in render(old).read_text()
+
+
+def test_certificate_cell_follows_the_run_verdict_and_says_why(tmp_path: Path) -> None:
+    g = C.guarantees_of(NEW_FIELDS)
+    # the checker passed, but the fault was not confirmed: the guarantee was not tested
+    assert g["linearizable"]["status"] == "unknown" and "fault not verified" in g["linearizable"]["detail"]
+    assert g["no-lost-writes"] == {"status": "unknown", "detail": "nothing to judge: no writes"}
+    assert "converged 0.42 s after heal" in g["convergence"]["detail"]
+    confirmed = {k: v for k, v in NEW_FIELDS.items()
+                 if k not in ("interrupted", "history_truncated", "unverified_faults")}
+    assert C.guarantees_of(confirmed)["linearizable"]["status"] == "pass"
+    from harness.report import status_notes
+
+    cell = C.Cell("register", "redis-latency", "cache-aside", valid="unknown", notes=status_notes(NEW_FIELDS),
+                  guarantees=g)
+    plan = C.Plan(["cache-aside"], [("register", "redis-latency")])
+    html = C.write_certificate("cache-aside", [cell], tmp_path, plan).read_text()
+    verdict_cell = re.search(r'<tr><th>run verdict</th><td class="c-unknown" data-status="unknown" title="([^"]+)"',
+                             html)
+    assert verdict_cell and "fault not verified: latency(redis, ms=150)" in verdict_cell.group(1)
+    assert "interrupted at 3.2 s" in verdict_cell.group(1)
+    assert 'data-status="pass"' not in html
+    cert = json.loads((tmp_path / "certificate.json").read_text())
+    assert cert["guarantees"]["linearizable"]["verdict"] == "unknown"
+
+
+def test_tiny_real_run_from_another_directory_gets_its_report_there(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `cachecert search write-through-db-failure -s cache-then-db` runs: 1 key at 25 ops/s. No
+    reports root given: the run lands in ./reports of the working directory, with its report."""
+    monkeypatch.delenv("CACHECERT_REPORTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = RunConfig(workload="write-through-db-failure", strategy="cache-then-db", keys=1, rate=25,
+                    concurrency=2, time_limit=1.5, seed=4, quiesce=0.2, faults="down:postgres@0.5+0.5")
+    res = Run(prepare(cfg), cluster=cluster, progress=False).execute()
+    run_dir = Path(res["run_dir"])
+    assert run_dir.parents[2] == tmp_path / "reports"
+    assert "report rendering failed" not in (run_dir / "harness.log").read_text()
+    html = (run_dir / "report.html").read_text()
+    assert "could not be drawn" not in html
+    _self_contained(html)
