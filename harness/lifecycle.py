@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 
 class Terminated(KeyboardInterrupt):
@@ -35,3 +37,61 @@ def graceful_signals() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+
+class Interrupts:
+    """Ctrl-C, SIGTERM and SIGHUP over a whole run, in three modes.
+
+    ``run`` (the load phase): the first signal raises ``KeyboardInterrupt`` (SIGINT) or
+    ``Terminated`` and switches to ``shield`` itself, so a second one cannot cut the clean-up that
+    follows. ``shield`` (healing, stopping services, writing results): a signal is only counted.
+    ``skip`` (judging, rendering: worth giving up for a prompt exit): a signal is counted and raises
+    ``KeyboardInterrupt``. ``count`` is the number of signals received after the run stopped or ended;
+    ``first_ns`` the monotonic time of the first signal. Handlers exist only on the main thread
+    (signals are delivered nowhere else; elsewhere the modes change nothing), and not for a signal
+    the process was started ignoring (``nohup``, a background job of a script).
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.mode = "run"
+        self.count = 0
+        self.first_ns: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.first_ns is None:
+            self.first_ns = time.monotonic_ns()
+        name = signal.Signals(signum).name
+        if self.mode == "run":
+            self.mode = "shield"
+            raise KeyboardInterrupt("Ctrl-C") if signum == signal.SIGINT else Terminated(f"received {name}")
+        self.count += 1
+        if self.mode == "skip":
+            raise KeyboardInterrupt(f"received {name} again")
+
+    @contextmanager
+    def installed(self) -> Iterator[Interrupts]:
+        if threading.current_thread() is threading.main_thread():  # an ignored signal stays ignored (nohup)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS
+                         if signal.getsignal(s) is not signal.SIG_IGN}
+        try:
+            yield self
+        finally:
+            for s, h in self._old.items():
+                signal.signal(s, h)
+            self._old = {}
+
+    def shield(self) -> None:
+        self.mode = "shield"
+
+    @contextmanager
+    def skippable(self) -> Iterator[None]:
+        """A signal inside raises KeyboardInterrupt; afterwards signals are only counted again."""
+        self.mode = "skip"
+        try:
+            yield
+        finally:
+            self.mode = "shield"

@@ -69,11 +69,17 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise UsageError(str(e)) from None
     run = Run(prepared, progress=False if args.no_progress else None)
+    run.on_interrupt = lambda at, judging: _interrupt_line(at, judging, run.dir)
     print(f"run {prepared.workload.name}/{prepared.strategy_name} seed={cfg.seed} -> {run.dir}", file=sys.stderr)
-    results = run.execute()
+    try:
+        results = run.execute()
+    except KeyboardInterrupt:
+        if run.results:  # what the prefix showed, or why it was not judged; main() says the rest
+            summarize(run.results)
+            _report_line(run.results)
+        raise
     summarize(results)
-    if results.get("run_dir") and (Path(results["run_dir"]) / "report.html").exists():
-        print(f"  report: {Path(results['run_dir']) / 'report.html'}", file=sys.stderr)
+    _report_line(results)
     if getattr(args, "junit", None):
         from harness.junit import write_junit
 
@@ -81,6 +87,19 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2, default=str))
     return int(results.get("exit_code", exitcodes.for_verdict(results.get("valid"))))
+
+
+def _report_line(results: dict[str, Any]) -> None:
+    if results.get("run_dir") and (Path(results["run_dir"]) / "report.html").exists():
+        print(f"  report: {Path(results['run_dir']) / 'report.html'}", file=sys.stderr)
+
+
+def _interrupt_line(at: float, judging: bool, run_dir: Path) -> None:
+    if judging:
+        print(f"interrupted at {at:.1f} s; healed; judging the prefix (Ctrl-C again to skip)", file=sys.stderr)
+    else:
+        print(f"interrupted again: not judged; history kept in {run_dir / 'history.jsonl'}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def summarize(results: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
 from harness.faults import FaultContext, FaultError, Scheduled
 from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
 from harness.history import HistoryWriter, load_history_tail
-from harness.lifecycle import graceful_signals
+from harness.lifecycle import Interrupts
 from harness.nemesis import Nemesis
 from harness.nodes import NodeDown, NodePool
 from strategies.base import DefiniteFailure, Env, ParamError
@@ -187,6 +188,8 @@ class Run:
         self.counts = {"ok": 0, "fail": 0, "info": 0}
         self.phases: dict[str, list[float]] = {}
         self.error: str | None = None
+        self.interrupted_at_s: float | None = None  # on the history's clock, once Ctrl-C / SIGTERM stopped it
+        self.results: dict[str, Any] = {}  # what execute wrote, also when it raises
 
     # -- set-up -----------------------------------------------------------------------------
     def _log_to_file(self) -> logging.Handler:
@@ -279,38 +282,123 @@ class Run:
                          "phase": "final", "time_ns": hist.now(), **res})
 
     # -- the whole thing --------------------------------------------------------------------
+    interrupted_judge_s = 5.0  # judging after a Ctrl-C: this long in all, split between checkers
+    on_interrupt: Callable[[float, bool], None] | None = None  # (at s, judging?): the CLI's line
+
     def execute(self) -> dict[str, Any]:
+        """Every phase, then the verdict. Whatever stops the run, the clean-up (heal, stop the
+        services, close the history) and writing results.json are shielded from further signals.
+        After a Ctrl-C or SIGTERM the prefix is judged within ``interrupted_judge_s`` (unknown for
+        what is left); a second one skips judging and the report (the history stays), then the
+        interrupt is raised again."""
         handler = self._log_to_file()
         store.write_json(self.dir / "config.json", self.config_record())
         t_start = time.monotonic()
+        self._t0_ns = time.monotonic_ns()
         results: dict[str, Any] = {}
-        try:
-            with graceful_signals():
+        stopped: BaseException | None = None
+        gate = Interrupts()
+        with gate.installed():
+            try:
                 try:
                     self._run_phases()
-                except BaseException as e:
-                    self.error = f"{type(e).__name__}: {e}"
-                    log.exception("run aborted")
-                    raise
+                except BaseException as e:  # raised again once judged
+                    stopped = e
+                    self._stopped_by(e, gate)
                 finally:
+                    gate.shield()
                     self._teardown()
-        except KeyboardInterrupt:
-            results = self._judge(interrupted=True)
-            raise
-        except Exception:
-            results = self._judge()
-            raise
-        else:
-            results = self._judge()
-        finally:
-            results.setdefault("wall_s", round(time.monotonic() - t_start, 3))
-            store.write_json(self.dir / "results.json", results)
-            store.link_latest(self.dir)
-            if self.render:
-                render_report(self.dir)
-            logging.getLogger("cachecert").removeHandler(handler)
-            handler.close()
+                results = self._verdict(stopped, gate)
+            finally:
+                gate.shield()
+                results.setdefault("wall_s", round(time.monotonic() - t_start, 3))
+                store.write_json(self.dir / "results.json", results)
+                store.link_latest(self.dir)
+                self._render(results, gate)
+                logging.getLogger("cachecert").removeHandler(handler)
+                handler.close()
+                self.results = results
+        if stopped is not None:
+            raise stopped
+        if results.get("interrupted"):
+            raise KeyboardInterrupt("interrupted after the load phase")
         return results
+
+    def _clock_s(self, at_ns: int | None) -> float:
+        """A moment on the history's clock (the phases' and the report's), in seconds."""
+        t0 = self.history.t0_ns if self.history is not None else self._t0_ns
+        return ((at_ns if at_ns is not None else time.monotonic_ns()) - t0) / 1e9
+
+    def _stopped_by(self, e: BaseException, gate: Interrupts) -> None:
+        if not isinstance(e, KeyboardInterrupt):
+            self.error = f"{type(e).__name__}: {e}"
+            log.exception("run aborted")
+            return
+        self.interrupted_at_s = self._clock_s(gate.first_ns)
+        self.error = f"interrupted at {self.interrupted_at_s:.1f} s" + (f" ({e})" if str(e) else "")
+        log.warning("run %s; healing", self.error)
+
+    def _verdict(self, stopped: BaseException | None, gate: Interrupts) -> dict[str, Any]:
+        """Judge; bounded after one interrupt, skipped after two (or on one while judging)."""
+        interrupts = int(isinstance(stopped, KeyboardInterrupt)) + gate.count
+        if interrupts and not isinstance(stopped, KeyboardInterrupt):  # it came during the clean-up
+            self.interrupted_at_s = self._clock_s(gate.first_ns)
+            self.error = self.error or f"interrupted at {self.interrupted_at_s:.1f} s"
+        if interrupts >= 2:
+            return self._not_judged("interrupted twice: not judged")
+        self._announce(judging=bool(interrupts))
+        try:
+            with gate.skippable():
+                res = (self._judge(interrupted=True, time_limit_s=self._interrupted_limit()) if interrupts
+                       else self._judge())
+        except KeyboardInterrupt:
+            if self.interrupted_at_s is None:
+                self.interrupted_at_s = self._clock_s(gate.first_ns)
+            self._announce(judging=False)
+            return self._not_judged("interrupted twice: not judged" if interrupts
+                                    else "interrupted while judging: not judged")
+        res["interrupted"] = bool(interrupts)
+        if self.interrupted_at_s is not None:
+            res["interrupted_at_s"] = round(self.interrupted_at_s, 3)
+        return res
+
+    def _interrupted_limit(self) -> float:
+        """Each checker's time limit after an interrupt: the budget split between them."""
+        try:
+            n = len(check_plan(self.p.workload, self.cfg).names)
+        except Exception:  # noqa: BLE001 - judging will say what is wrong with the plan
+            n = 1
+        return max(0.5, self.interrupted_judge_s / max(n, 1))
+
+    def _announce(self, judging: bool) -> None:
+        if self.on_interrupt is None or self.interrupted_at_s is None:
+            return
+        try:
+            self.on_interrupt(self.interrupted_at_s, judging)
+        except Exception as e:  # noqa: BLE001 - a closed terminal must not cost the results
+            log.warning("interrupt notice failed: %s", e)
+
+    def _not_judged(self, why: str) -> dict[str, Any]:
+        """Results without a verdict; the history is kept for `cachecert check`."""
+        log.warning("%s", why)
+        return {"workload": self.p.workload.name, "strategy": self.p.strategy_name, "seed": self.cfg.seed,
+                "run_dir": str(self.dir), "phases": self.phases, "counts": dict(self.counts),
+                "faults": self.nemesis.probes if self.nemesis else [],
+                "fault_errors": self.nemesis.errors if self.nemesis else [],
+                "valid": "unknown", "checkers": {}, "error": f"{self.error}; {why}" if self.error else why,
+                "unknown_reasons": [why], "not_judged": True, "interrupted": True,
+                "interrupted_at_s": round(self.interrupted_at_s or 0.0, 3),
+                "exit_code": exitcodes.for_verdict("unknown")}
+
+    def _render(self, results: dict[str, Any], gate: Interrupts) -> None:
+        """report.html, unless judging was skipped; a signal while rendering skips the rest of it."""
+        if not self.render or results.get("not_judged"):
+            return
+        try:
+            with gate.skippable():
+                render_report(self.dir)
+        except KeyboardInterrupt:
+            log.warning("report rendering skipped: interrupted")
 
     def _run_phases(self) -> None:
         cfg = self.cfg
@@ -396,7 +484,7 @@ class Run:
                 self.cluster.remove()
 
     # -- verdict ----------------------------------------------------------------------------
-    def _judge(self, interrupted: bool = False) -> dict[str, Any]:
+    def _judge(self, interrupted: bool = False, time_limit_s: float | None = None) -> dict[str, Any]:
         hist_path = self.dir / "history.jsonl"
         base = {"workload": self.p.workload.name, "strategy": self.p.strategy_name, "seed": self.cfg.seed,
                 "run_dir": str(self.dir), "phases": self.phases, "counts": dict(self.counts),
@@ -406,7 +494,8 @@ class Run:
             base["error"] = self.error or "interrupted"
         if not hist_path.exists():
             return base | {"valid": "unknown", "checkers": {}, "exit_code": exitcodes.HARNESS}
-        results = check_history(hist_path, self.p.workload, self.cfg, scheduled=len(self.p.schedule))
+        results = check_history(hist_path, self.p.workload, self.cfg, time_limit_s=time_limit_s,
+                                scheduled=len(self.p.schedule))
         out = base | results
         if base["fault_errors"]:
             out["unknown_reasons"].insert(0, f"fault failed: {base['fault_errors'][0]}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -171,31 +172,75 @@ def test_sigkilled_run_leaves_readable_prefix_and_down_reaps(tmp_path: Path) -> 
     assert not any(_alive(pid) for pid in pids)
 
 
-def test_ctrl_c_heals_and_stops_everything(tmp_path: Path) -> None:
+def _start_faulted_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, list[int], dict]:
+    """A 60 s cache-aside run under a latency fault, once the fault has started (history on disk)."""
     env = _state_env(tmp_path)
     p = _cli("run", "register", "-s", "cache-aside", "-t", "60", "--no-progress",
              "-f", "latency:redis:ms=50@0.5+50", env=env)
     hist = None
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and p.poll() is None:
+        hist = next(iter((tmp_path / "r").glob("register/cache-aside/*/history.jsonl")), None)
+        if hist and b'"f":"start"' in hist.read_bytes():
+            break
+        time.sleep(0.2)
+    assert hist is not None and p.poll() is None, p.stderr.read() if p.poll() is not None else "no history"
+    pids = _cluster_pids(tmp_path / "state")
+    assert len(pids) == 3  # redis, postgres, toxiproxy
+    return p, hist, pids, env
+
+
+def _stopped_cleanly(hist: Path, pids: list[int], tmp_path: Path) -> dict:
+    history = load_history(hist)  # kept, and readable whole
+    fs = [o["f"] for o in history if o["process"] == "nemesis" and o["f"] in ("start", "stop")]
+    assert fs == ["start", "stop"]  # the heal recorded the stop
+    assert not any(_alive(pid) for pid in pids)
+    assert not list((tmp_path / "state").glob("clusters/*/pids/*.json"))
+    return json.loads((hist.parent / "results.json").read_text())
+
+
+def test_ctrl_c_heals_judges_the_prefix_fast_and_stops_everything(tmp_path: Path) -> None:
+    p, hist, pids, _ = _start_faulted_run(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            hist = next(iter((tmp_path / "r").glob("register/cache-aside/*/history.jsonl")), None)
-            if hist and b'"f":"start"' in hist.read_bytes():
-                break
-            time.sleep(0.2)
-        assert hist is not None
-        pids = _cluster_pids(tmp_path / "state")
-        assert len(pids) == 3  # redis, postgres, toxiproxy
+        p.send_signal(signal.SIGINT)
+        t = time.monotonic()
+        # teardown (services stop with their prompt signals) + judging (<= Run.interrupted_judge_s
+        # in all) + the report: ~10 s by hand; 60 s leaves room for a loaded 2-core machine
+        out, err = p.communicate(timeout=60)
+        took = time.monotonic() - t
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert re.search(r"interrupted at \d+\.\d s; healed; judging the prefix", err), err
+    results = _stopped_cleanly(hist, pids, tmp_path)
+    assert results["interrupted"] is True and results["interrupted_at_s"] > 0, results
+    assert results["error"].startswith("interrupted at") and results["valid"] in ("unknown", False)
+    assert "interrupted" in results["unknown_reasons"][0]
+    assert (hist.parent / "report.html").exists()
+    # every checker ran under the short limit (5 s split between them), never the default 300 s
+    assert all(c.get("elapsed_s", 0) < 5.5 for c in results["checkers"].values()), (took, results["checkers"])
+
+
+def test_second_ctrl_c_skips_judging_and_keeps_the_history(tmp_path: Path) -> None:
+    p, hist, pids, _ = _start_faulted_run(tmp_path)
+    log = hist.parent / "harness.log"
+    try:
+        p.send_signal(signal.SIGINT)
+        # two SIGINTs sent back to back can merge into one: wait until the first was handled. The
+        # second then lands in the clean-up (shielded, counted) or in judging (skipped): both skip
+        deadline = time.monotonic() + 30
+        while b"interrupted at" not in log.read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.05)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
     assert p.returncode == 130, err
-    history = load_history(hist)
-    fs = [o["f"] for o in history if o["process"] == "nemesis" and o["f"] in ("start", "stop")]
-    assert fs == ["start", "stop"]  # the heal recorded the stop
-    results = json.loads((hist.parent / "results.json").read_text())
-    assert results["error"] and results["valid"] in ("unknown", False)
-    assert not any(_alive(pid) for pid in pids)
-    assert not list((tmp_path / "state").glob("clusters/*/pids/*.json"))
+    results = _stopped_cleanly(hist, pids, tmp_path)
+    assert results["valid"] == "unknown" and results["checkers"] == {} and results["not_judged"] is True
+    assert results["error"].endswith("interrupted twice: not judged"), results["error"]
+    assert results["interrupted"] is True
+    assert not (hist.parent / "report.html").exists()
+    assert "UNKNOWN" in err and "interrupted twice: not judged" in err, err
