@@ -20,6 +20,8 @@ from harness.report import render
 from harness.report.synthetic import write_synthetic
 from harness.runner import Run, RunConfig, prepare
 
+pytest_plugins = ["pytester"]  # a user's project, run by the pytest plugin (issue 13)
+
 try:
     import checkers  # noqa: F401
 
@@ -424,3 +426,76 @@ def test_tiny_real_run_from_another_directory_gets_its_report_there(
     html = (run_dir / "report.html").read_text()
     assert "could not be drawn" not in html
     _self_contained(html)
+
+
+USER_STRATEGY = '''
+from typing import Any, ClassVar
+
+from strategies.base import Env, KvTable
+
+
+class MyCache:
+    """A user's own strategy, in a folder of its own (no cache: always linearizable)."""
+
+    name: ClassVar[str] = "my-cache"
+
+    def setup(self, env: Env) -> None:
+        self.db = KvTable(env.pg())
+
+    def read(self, key: str) -> dict[str, Any]:
+        value, version = self.db.read(key)
+        return {"value": value, "version": version, "source": "db", "hit": False}
+
+    def write(self, key: str, value: Any) -> dict[str, Any]:
+        return {"version": self.db.write(key, value)}
+
+    def close(self) -> None:
+        pass
+'''
+
+USER_TEST = '''
+import pytest
+
+pytest_plugins = ["pytester"]
+
+@pytest.mark.cachecert(workload="register", strategy="mycache.strategy:MyCache", time_limit=1.5, rate=100,
+                       concurrency=2, seed=5)
+def test_my_cache(cachecert_result):
+    assert cachecert_result["counts"]["ok"] > 0
+'''
+
+
+def test_plugin_run_in_a_users_project_reports_into_its_rootdir_quietly(
+        pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's project: a strategy package of its own, tests in tests/, pytest started from there.
+    The report lands in <rootdir>/reports (not the cachecert checkout, not tests/reports), and the
+    plotting stack prints no deprecation warnings into the user's output."""
+    import os
+    import shutil
+
+    pytester.makeini("[pytest]\npythonpath = .\n")
+    (pytester.path / "mycache").mkdir()
+    (pytester.path / "mycache" / "__init__.py").write_text("")
+    (pytester.path / "mycache" / "strategy.py").write_text(USER_STRATEGY)
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_mine.py").write_text(USER_TEST)
+    state = Path(f"/tmp/ccr-{os.getpid()}-{tmp_path.name[-10:]}")  # short: sockets live below it
+    state.mkdir(mode=0o755, exist_ok=True)
+    state.chmod(0o755)
+    monkeypatch.setenv("CACHECERT_STATE_DIR", str(state))
+    monkeypatch.setenv("MPLCONFIGDIR", os.environ.get("MPLCONFIGDIR") or str(Path.home() / ".cache" / "matplotlib"))
+    monkeypatch.delenv("CACHECERT_REPORTS", raising=False)
+    monkeypatch.chdir(pytester.path / "tests")
+    try:
+        res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", timeout=240)
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+    out = res.stdout.str() + res.stderr.str()
+    res.assert_outcomes(passed=1)
+    reports = [p for p in (pytester.path / "reports" / "register" / "my-cache").glob("*/report.html")
+               if not p.parent.is_symlink()]  # not `latest`
+    assert len(reports) == 1, out[-3000:]
+    assert str(reports[0]) in out  # the terminal summary points at it
+    assert not (pytester.path / "tests" / "reports").exists()
+    assert not (REPO / "reports" / "register" / "my-cache").exists()
+    assert "pyparsing" not in out and "matplotlib" not in out, out[-3000:]
