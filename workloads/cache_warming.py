@@ -36,6 +36,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from checkers.ops import nothing_to_judge
 from workloads.base import Direct, Workload, final_kv, invoke_register, setup_kv
 
 WARM_STRATEGIES = ("warm-none", "warm-sequential", "warm-hot-first", "warm-read-aside")
@@ -90,7 +91,7 @@ def check_stale_set(history: list[dict[str, Any]], max_anomalies: int = 20, **_:
             pm.append(best)
         prefix_max[key] = ([w[0] for w in ws], pm)
     stale: dict[tuple[str, int, Any], dict[str, Any]] = {}
-    hits = 0
+    hits = judged = 0
     for inv, c in pairs:
         if c["f"] != "read" or c["type"] != "ok" or not c.get("hit") or not isinstance(c.get("version"), int):
             continue
@@ -101,6 +102,7 @@ def check_stale_set(history: list[dict[str, Any]], max_anomalies: int = 20, **_:
         i = bisect.bisect_left(pm[0], inv["time_ns"]) - 1  # writes acknowledged before the read began
         if i < 0:
             continue
+        judged += 1
         newest, w_index = pm[1][i]
         if c["version"] >= newest:
             continue
@@ -123,9 +125,16 @@ def check_stale_set(history: list[dict[str, Any]], max_anomalies: int = 20, **_:
             f"invalidated the cache), yet from {s['t'] / 1e9:.3f} s the cache served version {s['version']}, set by "
             f"{who} that had read the DB before that write and set its value after the invalidation; it served "
             f"{s['served']} hit(s){' and was still there at the final read' if s['final'] else ''}"})
-    return {"valid": not stale, "stale_sets": len(stale), "stale_hits": sum(s["served"] for s in stale.values()),
-            "by_filler": dict(by_filler), "still_cached_at_end": sum(1 for s in stale.values() if s["final"]),
-            "hits_checked": hits, "writes": sum(len(w) for w in acked.values()), "anomalies": anomalies}
+    out = {"valid": not stale, "stale_sets": len(stale), "stale_hits": sum(s["served"] for s in stale.values()),
+           "by_filler": dict(by_filler), "still_cached_at_end": sum(1 for s in stale.values() if s["final"]),
+           "hits_checked": hits, "hits_after_a_write": judged, "writes": sum(len(w) for w in acked.values()),
+           "anomalies": anomalies}
+    if not judged:
+        why = ("no acknowledged writes (of known version)" if not acked else
+               "no cache hits (of known version)" if not hits else
+               "no cache hit on a key after an acknowledged write to it")
+        return nothing_to_judge(why, **out)
+    return out
 
 
 def check_warm_up(history: list[dict[str, Any]], slow_ms: float = 50.0, bucket_s: float = 1.0,
@@ -218,9 +227,8 @@ def check_warm_up(history: list[dict[str, Any]], slow_ms: float = 50.0, bucket_s
     }
     out["warmer_done_s"] = out["warmer"]["done_s"]
     if n_reads == 0:
-        out["valid"] = "unknown"
-        out["note"] = "no read completed during the load phase"
-    elif max_slow_share is not None and overall is not None and overall > max_slow_share:
+        return nothing_to_judge("no reads during the load phase", **out)
+    if max_slow_share is not None and overall is not None and overall > max_slow_share:
         out["valid"] = False
         out["anomalies"].append({"type": "slow-warm-up", "key": None, "ops": [],
                                  "explanation": f"{slow_total} of {n_reads} reads ({overall:.1%}) took >= {slow_ms:g} ms "

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from checkers.ops import nothing_to_judge
 from workloads.base import Direct, Workload, setup_kv
 from workloads.feature_flags import Reads, percentile
 
@@ -56,6 +57,14 @@ def crash_windows(rd: Reads) -> list[dict[str, Any]]:
     for node, t in open_.items():  # never restarted during the load (healed at the end)
         out.append({"node": node, "down_ns": t, "up_ns": None})
     return out
+
+
+def _judged(rd: Reads, bound_ms: float | None) -> bool:
+    """Did the verdict have anything to judge: a node's final read of a written key next to the DB's,
+    or (with ``bound_ms``) any read of a written key?"""
+    if any(r.get("phase") == "final" and r["key"] in rd.db_final and r["key"] in rd.writes for r in rd.reads):
+        return True
+    return bound_ms is not None and any(r["key"] in rd.writes for r in rd.reads)
 
 
 def check_crash_recovery(history: list[dict[str, Any]], bound_ms: float | None = None, tolerance_ms: float = 100,
@@ -123,6 +132,10 @@ def check_crash_recovery(history: list[dict[str, Any]], bound_ms: float | None =
         out["valid"] = False
         if over and not diverged:
             out["over_bound"] = len(over)
+    elif not _judged(rd, bound_ms):
+        why = ("no acknowledged writes" if not rd.writes else
+               "no final node read of a written key with a final DB read to compare it with")
+        return nothing_to_judge(why + ("" if bound_ms is None else ", and no read of a written key"), **out)
     elif not windows:
         out["valid"] = True
         out["note"] = "no crash-node fault in this run: only convergence was checked"

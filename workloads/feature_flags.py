@@ -31,6 +31,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from checkers.ops import nothing_to_judge
 from workloads.base import Workload
 
 FLAG_STRATEGIES = ("flags-ttl-long", "flags-ttl-short", "flags-pubsub", "flags-pubsub-ttl", "flags-polling",
@@ -131,9 +132,11 @@ def check_propagation(history: list[dict[str, Any]], bound_ms: float = 2000, max
     # per update: the last read invoked after its ack that still returned an older version
     props: list[float] = []
     worst: list[tuple[float, str, int, dict[str, Any]]] = []
+    read_after = 0  # updates some read (on any node) began after
     for key, ws in rd.writes.items():
         rs = by_key.get(key, [])
         for version, ack, idx in ws:
+            read_after += bool(rs) and rs[-1]["t_inv"] > ack
             last = None
             for r in reversed(rs):
                 if r["t_inv"] <= ack:
@@ -204,11 +207,11 @@ def check_propagation(history: list[dict[str, Any]], bound_ms: float = 2000, max
     if slow or diverged:
         out["valid"] = False
     elif len(nodes) < 2:
-        out["valid"] = "unknown"
-        out["note"] = "one node: nothing propagates between nodes (run with --nodes N)"
+        return nothing_to_judge("one node: nothing propagates between nodes (run with --nodes N)", **out)
     elif not props:
-        out["valid"] = "unknown"
-        out["note"] = "no acknowledged update: nothing to propagate"
+        return nothing_to_judge("no acknowledged updates", **out)
+    elif not read_after:
+        return nothing_to_judge("no read after an acknowledged update", **out)
     else:
         out["valid"] = True
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from checkers.ops import nothing_to_judge
 from harness.history import Op
 from strategies.multi_field import FIELDS
 from workloads.base import Direct, Workload, setup_kv
@@ -57,7 +58,8 @@ def check_live_versions(history: list[Op], max_live: int | None = None, growth: 
     times the first half's (and above ``min_peak``), and after quiescence at least half that many
     versions of a key are still cached: versions accumulate with the number of writes instead of
     being collected. That does not depend on how fast the machine is; ``max_live`` adds
-    an absolute bound when given.
+    an absolute bound when given. No write reporting a live version count (a strategy that keeps
+    one copy per key) leaves nothing to judge: unknown, with that reason.
     """
     per_key: dict[str, int] = defaultdict(int)
     timeline: dict[int, int] = defaultdict(int)
@@ -123,6 +125,9 @@ def check_live_versions(history: list[Op], max_live: int | None = None, growth: 
          if samples else "the strategy reported no version counts (it keeps one copy per key); ")
         + f"{sum(final.values())} version keys left in Redis at the end; {restarted} of {reads} reads had their "
           f"version collected mid-read and restarted, {gc_failed} gave up")
+    if not samples:
+        return nothing_to_judge("no write reported its live version count (the strategy keeps one copy "
+                                "per key, or nothing was written)", **out)
     return out
 
 

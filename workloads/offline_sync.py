@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from checkers.ops import nothing_to_judge
 from workloads.base import Direct, Workload
 
 OFFLINE_STRATEGIES = ("offline-push-only", "offline-delta-sync", "offline-periodic", "offline-vv")
@@ -115,7 +116,8 @@ def check_lost_edits(history: list[dict[str, Any]], max_anomalies: int = 20, **_
                  "t": (inv or op)["time_ns"], "prev": op.get("prev"), "f": op["f"]}
             (local if op["f"] == "write" else server)[op["value"]] = e
     if not finals:
-        return {"valid": "unknown", "note": "no final server read with a commit log (is this the offline-sync workload?)"}
+        return nothing_to_judge("no final server read with a commit log (is this the offline-sync workload?)",
+                                local_edits=len(local), server_edits=len(server))
     lost: list[dict[str, Any]] = []
     resolved = conflicts = 0
     winners: dict[str, int] = defaultdict(int)
@@ -171,11 +173,14 @@ def check_lost_edits(history: list[dict[str, Any]], max_anomalies: int = 20, **_
     kinds: dict[str, int] = defaultdict(int)
     for x in lost:
         kinds[f"{x['kind']}:{x['edit']['f']}"] += 1
-    return {"valid": not lost, "lost_edits": len(lost), "lost_by_kind": dict(kinds), "resolved_edits": resolved,
-            "conflicts_recorded": conflicts, "conflict_resolutions": dict(winners),
-            "local_edits": len(local), "server_edits": len(server), "indeterminate_edits": unknown,
-            "replicas": {str(k): v for k, v in sorted(sync.items(), key=lambda kv: str(kv[0]))},
-            "anomalies": anomalies}
+    out = {"valid": not lost, "lost_edits": len(lost), "lost_by_kind": dict(kinds), "resolved_edits": resolved,
+           "conflicts_recorded": conflicts, "conflict_resolutions": dict(winners),
+           "local_edits": len(local), "server_edits": len(server), "indeterminate_edits": unknown,
+           "replicas": {str(k): v for k, v in sorted(sync.items(), key=lambda kv: str(kv[0]))},
+           "anomalies": anomalies}
+    if not lost and not any(e["key"] in finals for e in (*local.values(), *server.values())):
+        return nothing_to_judge("no acknowledged edit of a key with a final server read", **out)
+    return out
 
 
 OFFLINE = "down:redis.sync0@20%+60%;down:postgres.sync0@20%+60%"

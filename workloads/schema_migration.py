@@ -31,6 +31,7 @@ import math
 import time
 from typing import Any
 
+from checkers.ops import nothing_to_judge
 from harness.clients import Pg, redis_client
 from strategies import schema as S
 from workloads.base import Direct, Workload, invoke_register
@@ -120,14 +121,16 @@ def check_schema(history: list[dict[str, Any]], bucket_ms: float = 250, toleranc
              and o.get("node") is not None]
     load = [o for o in reads if o.get("phase") != "final"]
     if not load:
-        return {"valid": "unknown", "note": "no successful reads"}
+        return nothing_to_judge("no ok reads through a node", reads=0)
     old = []
+    judged = 0
     for o in reads:
         schema = o.get("schema")
         if schema not in S.FIELDS:
             continue
         if o.get("value") is None:
             continue  # no such user: nothing was served as valid
+        judged += 1
         missing = S.missing_fields(o.get("value"), schema)
         if missing:
             old.append((o, missing))
@@ -184,6 +187,8 @@ def check_schema(history: list[dict[str, Any]], bucket_ms: float = 250, toleranc
                     break
             out["recovery_ms"] = round(max(0.0, rec * 1e9 - deploy) / 1e6, 0) if rec is not None else "not recovered"
             out["hit_rate_after_recovery"] = rate(int(rec * 1e9), t_end + 1) if rec is not None else None
+    if not judged:
+        return nothing_to_judge("no ok read of a user by code that says its schema", **out)
     return out
 
 

@@ -36,6 +36,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
+from checkers.ops import nothing_to_judge
 from harness.clients import Pg, redis_client
 from workloads.base import Direct, Workload, final_kv, invoke_register, setup_kv
 
@@ -64,9 +65,11 @@ def check_herd_epochs(history: list[dict[str, Any]], bound: int = 1, scope: str 
                       include_cold: bool = False, **_: Any) -> dict[str, Any]:
     reads = _client_ok_reads(history)
     loads = [o for o in reads if o.get("db_load")]
+    if not loads:
+        return nothing_to_judge("no DB loads", loads=0)
     if not any("epoch" in o for o in loads):
-        return {"valid": "unknown", "note": "no DB load reported an epoch (strategy not instrumented for "
-                "exact herd counting; see strategies/herd.py)", "loads": len(loads)}
+        return nothing_to_judge("no DB load reported an epoch (strategy not instrumented for exact herd "
+                                "counting; see strategies/herd.py)", loads=len(loads))
     by_event: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for o in loads:
         by_event[(o["key"], int(o.get("epoch", 0)))].append(o)
@@ -110,8 +113,7 @@ def check_herd_epochs(history: list[dict[str, Any]], bound: int = 1, scope: str 
         "anomalies": anomalies,
     }
     if not counts:
-        out["valid"] = "unknown"
-        out["note"] = "no expiry or invalidation event was observed after the cold start"
+        return nothing_to_judge("no expiry or invalidation event after the cold start", **out)
     return out
 
 
@@ -128,7 +130,10 @@ def check_stale_set(history: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
         if o.get("hit"):
             served[(o["key"], f)] += 1
     if not fills:
-        return {"valid": "unknown", "note": "no read reported a fill id"}
+        return nothing_to_judge("no read reported a fill id", fills=0)
+    if all(len(fv) < 2 for fv in fills.values()):
+        return nothing_to_judge("no key was filled twice (no fills to compare)",
+                                fills=sum(len(v) for v in fills.values()))
     anomalies = []
     count = 0
     for key, fv in fills.items():

@@ -27,6 +27,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
+from checkers.ops import nothing_to_judge
 from harness.history import Op
 from workloads.base import Direct, Workload, invoke_register, setup_kv
 
@@ -131,7 +132,7 @@ def check_db_truth(history: list[Op], **_: Any) -> dict[str, Any]:
     """Aborted reads and lost writes judged against the DB's own commit log."""
     log = _commit_log(history)
     if log is None:
-        return {"valid": "unknown", "error": "no commit log in the final DB reads (workload set-up missing?)"}
+        return nothing_to_judge("no commit log in the final DB reads (workload set-up missing?)")
     writes: dict[tuple[str, str], tuple[Op, Op | None]] = {}
     reads: list[tuple[Op, Op]] = []
     for inv, comp in _pairs(history):
@@ -178,8 +179,9 @@ def check_db_truth(history: list[Op], **_: Any) -> dict[str, Any]:
                           "explanation": f"write of {inv['value']!r} to {key} was acknowledged at "
                                          f"{comp['time_ns'] / 1e9:.3f} s, but the DB never committed it"})
     spans = {k: s for k, s in exposure.items() if outcome.get(k) in ("fail", "info")}
-    return {
-        "valid": not (aborted_reads or garbage_reads or lost),
+    judged_reads = sum(1 for _, c in reads if c.get("phase") != "final" or c.get("node") is not None)
+    out = {
+        "valid": not (aborted_reads or garbage_reads or lost), "reads_checked": judged_reads,
         "aborted_reads": aborted_reads, "aborted_values": len(spans), "garbage_reads": garbage_reads,
         "lost_writes": len(lost), "reads_of_lost_writes": reads_of_lost,
         "max_aborted_exposure_s": round(max((s[1] - s[0] for s in spans.values()), default=0.0), 3),
@@ -191,6 +193,10 @@ def check_db_truth(history: list[Op], **_: Any) -> dict[str, Any]:
                         f"{by_outcome['info']['committed']} of {by_outcome['info']['total']} timed-out writes "
                         "did commit"),
     }
+    if out["valid"] and not judged_reads and not by_outcome["ok"]["total"]:
+        return nothing_to_judge("no ok reads of a value (besides the final DB reads) and no acknowledged writes",
+                                **out)
+    return out
 
 
 def _quantile(xs: list[float], q: float) -> float:
@@ -213,7 +219,7 @@ def check_replay(history: list[Op], bucket_s: float = 0.5, bound_s: float | None
     """
     log = _commit_log(history)
     if log is None:
-        return {"valid": "unknown", "error": "no commit log in the final DB reads"}
+        return nothing_to_judge("no commit log in the final DB reads")
     pairs = _pairs(history)
     acked: dict[str, list[tuple[int, float]]] = defaultdict(list)  # key -> [(committed version, ack time)]
     for inv, comp in pairs:
@@ -243,6 +249,7 @@ def check_replay(history: list[Op], bucket_s: float = 0.5, bound_s: float | None
                                                               "cache_reads": 0, "cache_lagging": 0, "backlog": 0})
     last_bad = 0.0
     examples: list[dict[str, Any]] = []
+    judged = judged_replay = 0  # reads of a written key; DB reads of one after the heal
     backlog_before, backlog_heal, backlog_back = 0, None, None
     for inv, comp in pairs:
         if inv["f"] not in ("read", "read-db") or comp is None or comp["type"] != "ok" or comp.get("phase") == "final":
@@ -266,6 +273,8 @@ def check_replay(history: list[Op], bucket_s: float = 0.5, bound_s: float | None
             continue  # a value the DB never committed: db-truth's business
         lag, misses_outage = 0.0, False
         if inv["key"] in index:
+            judged += 1
+            judged_replay += inv["f"] == "read-db" and ph == "after-heal"
             versions, suffix_min = index[inv["key"]]
             i = bisect.bisect_right(versions, version)
             if i < len(versions) and suffix_min[i] < t0:
@@ -313,6 +322,11 @@ def check_replay(history: list[Op], bucket_s: float = 0.5, bound_s: float | None
         + ("" if bound_s is None else f" (bound {bound_s:g} s)")
         + (f"; buffer backlog {backlog_heal} at heal, back to its pre-fault level ({backlog_before}) after "
            f"{backlog_back:.3f} s" if backlog_heal is not None and backlog_back is not None else ""))
+    if not judged:
+        return nothing_to_judge("no ok read of a key with an acknowledged, committed write", **out)
+    if bound_s is not None and not judged_replay:
+        return nothing_to_judge("no DB fault: no replay" if heal is None else
+                                "no DB read (read-db) of a written key after the DB fault healed", **out)
     return out
 
 

@@ -25,9 +25,10 @@ class H:
             self.events.append((int(t1_ms * 1e6), 1, comp))
         return self
 
-    def nemesis(self, f: str, t_ms: float, name: str = "latency(redis)") -> H:
-        self.events.append((int(t_ms * 1e6), 2, {"process": "nemesis", "type": "info", "f": f,
-                                                  "value": {"fault": name.split("(")[0], "name": name}}))
+    def nemesis(self, f: str, t_ms: float, name: str = "latency(redis)", value: Any = None) -> H:
+        """A nemesis record; ``value`` replaces the default {fault, name} (a phase name, a target...)."""
+        v = {"fault": name.split("(")[0], "name": name} if value is None else value
+        self.events.append((int(t_ms * 1e6), 2, {"process": "nemesis", "type": "info", "f": f, "value": v}))
         return self
 
     def build(self) -> list[dict[str, Any]]:
