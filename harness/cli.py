@@ -1,8 +1,9 @@
 """The `cachecert` command line: one subcommand per user task, each a thin layer over a module.
 
-up / status / down manage an embedded cluster; run / rerun execute a workload; check re-judges a
-stored history; report, ls, certify, compare present results. Errors a user can fix print one line
-and exit with a distinct code (see harness.exitcodes).
+up / status / down manage an embedded cluster; run / rerun (alias reproduce) execute a workload;
+check re-judges a stored history; report, ls, certify, compare present results, and ls also lists
+what can be run (workloads, strategies, faults, plans). Errors a user can fix print one line and
+exit with a distinct code (see harness.exitcodes).
 """
 
 from __future__ import annotations
