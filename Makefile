@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: bootstrap demo test lint bench down clean
+.PHONY: bootstrap demo test flake lint bench down clean
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -14,6 +14,13 @@ demo: bootstrap
 test: bootstrap
 	$(PY) -m ruff check harness checkers workloads strategies tests benchmarks
 	$(PY) -m pytest -q -ra --durations=15
+
+# the suite N times in a row, then failures per test: `make flake N=10`; ARGS="-m cluster" repeats
+# only the tests on real services, ARGS=tests/test_scenario_herd.py one file
+N ?= 10
+ARGS ?=
+flake: bootstrap
+	$(PY) scripts/flake.py -n $(N) -- $(ARGS)
 
 lint: bootstrap
 	$(PY) -m ruff check harness checkers workloads strategies tests benchmarks

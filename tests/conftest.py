@@ -35,3 +35,15 @@ def cluster(session_cluster: Cluster) -> Iterator[Cluster]:
     session_cluster.toxiproxy.reset()
     for svc in session_cluster.svc.values():
         svc.resume()
+
+
+# Tests that start or use real services (the session cluster, a private state dir of clusters,
+# an inner pytest session with its own cluster, the docker backend) are marked ``cluster``, so
+# `pytest -m cluster` (`make flake ARGS="-m cluster"`) repeats just the timing-sensitive part.
+CLUSTER_FIXTURES = frozenset({"session_cluster", "state", "pytester", "docker_cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if CLUSTER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)

@@ -147,6 +147,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.cluster  # its own cluster, started by the CLI
 def test_sigkilled_run_leaves_readable_prefix_and_down_reaps(tmp_path: Path) -> None:
     env = _state_env(tmp_path) | {"CACHECERT_REAPER": "0"}  # else the reaper beats `down` to it
     p = _cli("run", "register", "-s", "no-cache", "-t", "60", "--no-progress", env=env)
@@ -199,6 +200,7 @@ def _stopped_cleanly(hist: Path, pids: list[int], tmp_path: Path) -> dict:
     return json.loads((hist.parent / "results.json").read_text())
 
 
+@pytest.mark.cluster  # its own cluster, started by the CLI
 def test_ctrl_c_heals_judges_the_prefix_fast_and_stops_everything(tmp_path: Path) -> None:
     p, hist, pids, _ = _start_faulted_run(tmp_path)
     try:
@@ -222,6 +224,7 @@ def test_ctrl_c_heals_judges_the_prefix_fast_and_stops_everything(tmp_path: Path
     assert all(c.get("elapsed_s", 0) < 5.5 for c in results["checkers"].values()), (took, results["checkers"])
 
 
+@pytest.mark.cluster  # its own cluster, started by the CLI
 def test_second_ctrl_c_skips_judging_and_keeps_the_history(tmp_path: Path) -> None:
     p, hist, pids, _ = _start_faulted_run(tmp_path)
     log = hist.parent / "harness.log"
