@@ -6,19 +6,29 @@ and each start is followed by a ``probe`` op that says whether the fault was obs
 effect. ``heal`` stops every active fault, then resets Toxiproxy, resumes paused services and
 restarts killed ones and crashed nodes: it runs at the end of the load phase, on any exception and
 on Ctrl-C, and is idempotent.
+
+Probes run in their own threads, so one that must wait (a 5 s latency) never delays the schedule.
+Each gets its fault's window, ended just before the fault is stopped, so it stops waiting then.
+``heal`` waits (bounded) for the probes still running, so every result lands in the history before
+it is judged; every scheduled fault ends up with exactly one probe record — one that could not
+start, whose probe did not finish, or that never started because the load phase ended first is
+recorded as not verified, never left out.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from typing import Any
 
 from harness.faults import FaultContext, Scheduled
+from harness.faults.base import FaultWindow
 from harness.history import HistoryWriter
 
 log = logging.getLogger("cachecert.nemesis")
+PROBE_GRACE = 10.0  # s heal waits for probes still running once every fault has ended
 
 
 class Nemesis:
@@ -32,6 +42,10 @@ class Nemesis:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.errors: list[str] = []
+        self._begun: set[int] = set()  # id() of the scheduled items whose start was attempted
+        self._settled: set[int] = set()  # ... that have their probe record
+        self._windows: dict[int, FaultWindow] = {}
+        self._probing: dict[int, tuple[Scheduled, threading.Thread]] = {}
 
     def _record(self, f: str, s: Scheduled, **extra: Any) -> None:
         self.history.append({"process": "nemesis", "type": "info", "f": f,
@@ -58,22 +72,35 @@ class Nemesis:
                 msg = f"{what} {s.fault.name} failed: {type(e).__name__}: {e}"
                 log.error(msg)
                 self.errors.append(msg)
+                if what == "start":
+                    self._settle(s, False, f"the fault did not start: {type(e).__name__}: {e}")
 
     def begin(self, s: Scheduled) -> None:
         with self._lock:
+            self._begun.add(id(s))
             s.fault.start(self.ctx)
             self.active.append(s)
             self._record("start", s)
-        threading.Thread(target=self._probe, args=(s,), name="probe", daemon=True).start()
+            window = self._windows[id(s)] = FaultWindow()
+            t = threading.Thread(target=self._probe, args=(s, window), name="probe", daemon=True)
+            self._probing[id(s)] = (s, t)
+        t.start()
 
-    def _probe(self, s: Scheduled) -> None:
+    def _probe(self, s: Scheduled, window: FaultWindow) -> None:
         try:
-            ok, observed = s.fault.probe(self.ctx)
+            ok, observed = s.fault.probe(dataclasses.replace(self.ctx, window=window))
         except Exception as e:  # noqa: BLE001
             ok, observed = False, f"probe failed: {type(e).__name__}: {e}"
+        self._settle(s, ok, observed)
+
+    def _settle(self, s: Scheduled, ok: bool, observed: str) -> None:
+        """The one probe record of ``s`` (a late second one, after heal gave up waiting, is dropped)."""
         with self._lock:
+            if id(s) in self._settled:
+                return
+            self._settled.add(id(s))
             still_on = s in self.active
-            self.probes.append({"fault": s.fault.name, "verified": ok, "observed": observed})
+            self.probes.append({"fault": s.fault.name, "at": round(s.at, 3), "verified": ok, "observed": observed})
             self._record("probe", s, verified=ok, observed=observed, during_fault=still_on)
         (log.info if ok else log.warning)("probe %s: %s (%s)", s.fault.name,
                                           "took effect" if ok else "NOT verified", observed)
@@ -82,6 +109,9 @@ class Nemesis:
         with self._lock:
             if s not in self.active:
                 return
+            window = self._windows.get(id(s))
+            if window is not None:
+                window.end()  # before the stop: the probe knows that what follows is the fault's end
             try:
                 s.fault.stop(self.ctx)
             finally:
@@ -100,6 +130,20 @@ class Nemesis:
             except Exception as e:  # noqa: BLE001 - keep healing the rest
                 self.errors.append(f"heal {s.fault.name}: {e}")
         heal_cluster(self.ctx)
+        self._await_probes(PROBE_GRACE)
+        for s in self.schedule:
+            if id(s) not in self._begun:
+                self._settle(s, False, "never started: the load phase ended first")
+
+    def _await_probes(self, grace: float) -> None:
+        """Every fault has ended, so every probe is finishing: wait for them, bounded."""
+        deadline = time.monotonic() + grace
+        with self._lock:
+            probing = list(self._probing.values())
+        for s, t in probing:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                self._settle(s, False, f"the probe did not finish within {grace:g} s after the heal")
 
 
 def heal_cluster(ctx: FaultContext) -> None:

@@ -2,15 +2,18 @@
 SIGCONT) and restart (a clean stop and start, instantaneous as a fault).
 
 They act through the service interface, so the same fault kills a local process or a container.
-Probes go to the service's *direct* address, to see the process itself rather than the proxy.
+Probes go to the service's *direct* address, to see the process itself rather than the proxy. A
+paused server still accepts connections (the kernel completes the handshake) but answers nothing,
+so its probe waits for silence — up to 2 s, or until the pause ends, whichever is first: a short
+pause is verified by the request being held until the process was resumed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.faults.base import BaseFault, FaultContext
-from harness.faults.probe import roundtrip
+from harness.faults.probe import expect_silence, roundtrip
 
 
 def _direct_port(ctx: FaultContext, target: str) -> int:
@@ -29,7 +32,7 @@ class Kill(BaseFault):
             svc.start()
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
-        p = roundtrip(self.target, _direct_port(ctx, self.target), timeout=1.0)
+        p = roundtrip(self.target, _direct_port(ctx, self.target), timeout=1.0, window=ctx.window)
         return p.outcome in ("refused", "reset", "closed"), f"{p} (expected refused)"
 
 
@@ -43,19 +46,24 @@ class Pause(BaseFault):
         ctx.cluster.service(self.target).resume()
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
-        p = roundtrip(self.target, _direct_port(ctx, self.target), timeout=0.5)
-        return p.outcome == "timeout", f"{p} (expected no answer)"
+        p = roundtrip(self.target, _direct_port(ctx, self.target), timeout=2.0, window=ctx.window)
+        return expect_silence(p, ctx.window)
 
 
 @dataclass
 class Restart(BaseFault):
+    restarted: bool = field(default=False, repr=False, compare=False)
 
     def start(self, ctx: FaultContext) -> None:
+        self.restarted = False
         ctx.cluster.service(self.target).restart()
+        self.restarted = True  # a healthy server alone would not tell a restart from nothing
 
     def stop(self, ctx: FaultContext) -> None:
         pass
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
         p = roundtrip(self.target, _direct_port(ctx, self.target), timeout=1.0)
-        return p.outcome == "ok", f"{p} (expected healthy after restart)"
+        if not self.restarted:
+            return False, f"the restart did not complete; {p}"
+        return p.outcome == "ok", f"restarted; {p} (expected healthy after restart)"

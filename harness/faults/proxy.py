@@ -5,16 +5,29 @@
 client's own timeout, like a real network partition. ``timeout`` on one direction (``stream``) is
 the ambiguous-commit maker: with ``stream=downstream`` the DB receives and commits the statement,
 but the acknowledgement never comes back.
+
+Probes judge what a client of the proxy sees (probe.py): a latency is verified when round trips
+through the proxy are slower than through a toxic-free proxy to the same server by at least what
+the toxic promises (``ms - jitter``, or half the mean delay when jitter makes the lower bound ~0),
+or when a request was held until the fault ended (a latency longer than the fault's window); a
+black hole when nothing answers; ``down`` when connections are refused. Toxics whose effect one
+small request cannot show (bandwidth, slicer, ...) are verified by Toxiproxy listing them on the
+proxy, and say so.
 """
 
 from __future__ import annotations
 
+import itertools
+import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from harness.faults.base import BaseFault, FaultContext, FaultError
-from harness.faults.probe import roundtrip
-from harness.toxiproxy import TOXIC_TYPES
+from harness.faults.probe import HOLD_MIN_MS, base_service, expect_silence, held_ms, roundtrip, sample_pairs
+from harness.services.base import free_port
+from harness.toxiproxy import TOXIC_TYPES, ToxiproxyError
 
 # attribute names Toxiproxy expects, per toxic, with the friendlier param names we accept
 TOXIC_ATTRS: dict[str, dict[str, str]] = {
@@ -73,18 +86,99 @@ class ToxicFault(BaseFault):
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
         port = ctx.cluster.proxies[self.target]
         if self.kind == "latency":
-            want = self.params["ms"] / 1000
-            p = roundtrip(self.target, port, timeout=want * 2 + 1)
-            return p.outcome == "ok" and p.seconds >= want * 0.8, f"{p} (expected >= {want * 1000:.0f} ms)"
-        if self.kind == "timeout":
-            p = roundtrip(self.target, port, timeout=0.5 if self.params["ms"] == 0 else self.params["ms"] / 1000 + 1)
-            expect = ("timeout",) if self.params["ms"] == 0 else ("closed", "reset", "timeout")
-            return p.outcome in expect, f"{p} (expected {' or '.join(expect)})"
-        if self.kind == "reset_peer":
-            p = roundtrip(self.target, port, timeout=self.params["ms"] / 1000 + 1)
-            return p.outcome in ("reset", "closed"), f"{p} (expected reset)"
-        p = roundtrip(self.target, port, timeout=2.0)
-        return True, f"{p} (a {self.kind} toxic is installed; answers may be slowed or cut)"
+            return self._probe_latency(ctx, port)
+        if self.kind in ("timeout", "reset_peer"):
+            return self._probe_cut(ctx, port)
+        return self._probe_installed(ctx, port)
+
+    # -- latency ------------------------------------------------------------------------------
+    def expected_ms(self) -> tuple[float, float, float]:
+        """(lowest, highest, mean) delay a round trip gets, over every faulted stream.
+
+        Toxiproxy delays each chunk by ``ms + randint(-jitter, jitter - 1)`` whole ms, and a
+        negative delay is none."""
+        ms, jitter = int(self.params["ms"]), int(self.params.get("jitter", 0))
+        delays = [max(0, d) for d in range(ms - jitter, ms + jitter)] if jitter > 0 else [ms]
+        k = len(self._streams())
+        return k * min(delays), k * max(delays), k * statistics.fmean(delays)
+
+    def _probe_latency(self, ctx: FaultContext, port: int) -> tuple[bool, str]:
+        lo, hi, mean = self.expected_ms()
+        expected = f"+{lo:g} ms" if lo == hi else f"+{lo:g}..{hi:g} ms, {mean:.1f} on average"
+        if mean <= 0:
+            return False, "a 0 ms latency toxic delays nothing: nothing to observe"
+        need = max(lo - max(1.0, 0.05 * lo), mean / 2)  # timers never fire early; jitter pulls lo to ~0
+        with baseline_proxy(ctx, self.target) as (base_port, base_what):
+            s = sample_pairs(self.target, port, base_port, ctx.window, timeout=hi / 1000 * 1.5 + 2)
+        if s.faulted:
+            added = s.added_ms
+            n = len(s.faulted)
+            what = (f"a round trip took {s.faulted[0]:.1f} ms through the proxy vs {s.baseline[0]:.1f} ms through "
+                    f"{base_what}" if n == 1 else
+                    f"median round trip {statistics.median(s.faulted):.1f} ms through the proxy vs "
+                    f"{statistics.median(s.baseline):.1f} ms through {base_what} ({n} each)")
+            return added >= need, f"{what}: {added:+.1f} ms (expected {expected}, verified at >= +{need:.1f} ms)"
+        assert s.stopped is not None
+        held = held_ms(s.stopped, ctx.window)
+        if held is None:
+            return False, f"{s.stopped} (expected an answer delayed {expected})"
+        if held < HOLD_MIN_MS:
+            return False, (f"the fault ended {held:.0f} ms into the probe, too soon to observe its latency "
+                           f"(expected {expected})")
+        cut = " (the fault ended before its latency had passed)" if held < lo else ""
+        return True, f"no answer in {held:.0f} ms, until the fault ended{cut} (expected {expected})"
+
+    # -- black holes and resets ---------------------------------------------------------------
+    def _probe_cut(self, ctx: FaultContext, port: int) -> tuple[bool, str]:
+        wait_ms = self.params["ms"]
+        if self.kind == "timeout" and wait_ms == 0:
+            return expect_silence(roundtrip(self.target, port, timeout=2.0, window=ctx.window), ctx.window)
+        p = roundtrip(self.target, port, timeout=wait_ms / 1000 + 1, window=ctx.window)
+        expect = ("reset", "closed") if self.kind == "reset_peer" else ("closed", "reset", "timeout")
+        if p.outcome in expect:
+            return True, f"{p} (expected {' or '.join(expect)} after {wait_ms:g} ms)"
+        silent, text = expect_silence(p, ctx.window)  # the toxic swallowed the request until it was removed
+        return silent, text if silent else f"{p} (expected {' or '.join(expect)} after {wait_ms:g} ms)"
+
+    # -- toxics one small request cannot show -------------------------------------------------
+    def _probe_installed(self, ctx: FaultContext, port: int) -> tuple[bool, str]:
+        names = {f"cc_{self.kind}_{stream}" for stream in self._streams()}
+        try:
+            listed = {t.get("name") for t in ctx.cluster.toxiproxy.toxics(self.target)}
+        except ToxiproxyError as e:
+            return False, f"could not list the proxy's toxics: {e}"
+        p = roundtrip(self.target, port, timeout=2.0, window=ctx.window)
+        missing = sorted(names - listed)
+        if missing:
+            return False, f"Toxiproxy does not list {', '.join(missing)} on {self.target}; a request: {p}"
+        return True, (f"Toxiproxy lists the {self.kind} toxic on {self.target} (one small request cannot show "
+                      f"its effect: {p})")
+
+
+_PROBE_PROXIES = itertools.count(1)
+
+
+@contextmanager
+def baseline_proxy(ctx: FaultContext, target: str) -> Iterator[tuple[int, str]]:
+    """A toxic-free proxy to the same server as ``target``, for the length of one probe: the same
+    path minus the toxic, so the difference is the toxic alone. Falls back to the server's own port
+    (which lacks the proxy's own small overhead) when no such proxy can be made."""
+    tp = ctx.cluster.toxiproxy
+    name: str | None = f"cc_probe_{next(_PROBE_PROXIES)}_{target.replace('.', '_')}"
+    try:
+        upstream = tp.get_proxy(target)["upstream"]
+        port = free_port()
+        tp.create_proxy(name, f"127.0.0.1:{port}", upstream)
+    except (ToxiproxyError, KeyError, OSError):
+        name, port = None, int(ctx.cluster.direct[base_service(target)].rpartition(":")[2])
+    try:
+        yield port, "a toxic-free proxy" if name else "the server directly"
+    finally:
+        if name:
+            try:
+                tp.delete_proxy(name)
+            except ToxiproxyError:
+                pass
 
 
 @dataclass
@@ -99,7 +193,7 @@ class ProxyDown(BaseFault):
         ctx.cluster.toxiproxy.set_enabled(self.target, True)
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
-        p = roundtrip(self.target, ctx.cluster.proxies[self.target], timeout=1.0)
+        p = roundtrip(self.target, ctx.cluster.proxies[self.target], timeout=1.0, window=ctx.window)
         return p.outcome in ("refused", "reset", "closed"), f"{p} (expected refused)"
 
 
@@ -121,5 +215,5 @@ class Partition(BaseFault):
                 pass
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
-        p = roundtrip(self.target, ctx.cluster.proxies[self.target], timeout=0.5)
-        return p.outcome == "timeout", f"{p} (expected no answer)"
+        p = roundtrip(self.target, ctx.cluster.proxies[self.target], timeout=2.0, window=ctx.window)
+        return expect_silence(p, ctx.window)

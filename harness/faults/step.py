@@ -5,32 +5,79 @@ cut before it, a deploy. Playing them from the nemesis puts them on the same tim
 (``step:NAME@AT+DURATION``, seconds or % of the time limit), recorded in the history as nemesis
 ops and shaded in reports, with no workload-side timer. The workload names its steps in
 ``Workload.steps`` (name -> hook); the hook is called with the FaultContext and ``"start"`` or
-``"stop"`` and may return a short description of what it did, which becomes the probe's
-observation.
+``"stop"``.
+
+What the start returns is the probe's verdict, so a step that did nothing is never reported as
+done: a string says what it did (verified); ``(False, why)`` — or raising ``NothingDone(why)`` —
+says it did nothing (not verified); ``(True, what)`` is the same as the string; ``None`` means done
+without details. A step that cannot bite in some configuration (too few nodes, a strategy without
+the thing it acts on) declares it with ``@requires(check)``, and the run refuses to start with the
+check's one line, instead of running a plan that does not do what its name says.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.faults.base import BaseFault, FaultContext, FaultError
+
+Hook = Callable[[FaultContext, str], Any]  # returns str | tuple[bool, str] | None
+Check = Callable[[Any, type], "str | None"]  # (RunConfig, strategy class) -> what is missing, or None
+
+
+class NothingDone(Exception):  # noqa: N818 - a step outcome, not an error
+    """Raised by a step hook that found nothing to act on (the step is then not verified)."""
+
+
+def requires(check: Check) -> Callable[[Hook], Hook]:
+    """Attach a pre-flight check to a step hook: ``check(cfg, strategy_cls)`` returns what the run
+    lacks for the step to take effect (one line, naming the option), or None."""
+
+    def mark(hook: Hook) -> Hook:
+        hook.requires = check  # type: ignore[attr-defined]
+        return hook
+
+    return mark
+
+
+def missing_for(hook: Hook, cfg: Any, strategy_cls: type) -> str | None:
+    """What the run lacks for ``hook`` to take effect (its ``@requires`` check), or None."""
+    check = getattr(hook, "requires", None)
+    return check(cfg, strategy_cls) if check is not None else None
+
+
+def outcome(result: Any) -> tuple[bool, str]:
+    """A hook's start result as (took effect, what happened)."""
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bool):
+        return result[0], str(result[1])
+    if result is None:
+        return True, "done"
+    return True, str(result)
 
 
 @dataclass
 class Step(BaseFault):
-    observed: list[str] = field(default_factory=list)
+    observed: list[tuple[bool, str]] = field(default_factory=list)
 
-    def _hook(self, ctx: FaultContext):  # noqa: ANN202 - Callable[[FaultContext, str], str | None]
+    def _hook(self, ctx: FaultContext) -> Hook:
         steps = getattr(ctx.workload, "steps", None) or {}
         if self.target not in steps:
             raise FaultError(f"step: workload has no step {self.target!r} (valid: {', '.join(steps) or 'none'})")
         return steps[self.target]
 
     def start(self, ctx: FaultContext) -> None:
-        self.observed.append(str(self._hook(ctx)(ctx, "start") or "done"))
+        hook = self._hook(ctx)
+        try:
+            self.observed.append(outcome(hook(ctx, "start")))
+        except NothingDone as e:
+            self.observed.append((False, str(e) or "the step found nothing to act on"))
 
     def stop(self, ctx: FaultContext) -> None:
         self._hook(ctx)(ctx, "stop")
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
-        return bool(self.observed), "; ".join(self.observed) or "step did not run"
+        if not self.observed:
+            return False, "step did not run"
+        return all(ok for ok, _ in self.observed), "; ".join(text for _, text in self.observed)
