@@ -29,6 +29,7 @@ from harness import exitcodes, faults, store
 from harness.clients import close_quietly
 from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
 from harness.faults import FaultContext, FaultError, Scheduled
+from harness.faults.step import missing_for
 from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
 from harness.history import HistoryWriter, load_history_tail
 from harness.lifecycle import Interrupts
@@ -141,7 +142,23 @@ def prepare(cfg: RunConfig) -> Prepared:
         if s.fault.kind == "step" and s.fault.target not in wl.steps:
             raise ConfigError(f"step:{s.fault.target}: workload {wl.name} has no such step "
                               f"(valid: {', '.join(wl.steps) or 'none'})")
+    _refuse_toothless_plan(cfg, wl, cls, name, schedule)
     return Prepared(cfg, wl, cls, name, schedule, gen, services)
+
+
+def _refuse_toothless_plan(cfg: RunConfig, wl: Workload, cls: type, name: str, schedule: list[Scheduled]) -> None:
+    """A plan that cannot take effect in this configuration is refused, naming what it needs: a plan
+    meant for other strategies (it faults a link this one never opens), a step whose ``@requires``
+    check fails (too few nodes, no lock holder...)."""
+    plan = None if cfg.faults_file else (cfg.faults or wl.default_plan)
+    label = f"plan {plan}" if plan in wl.plans else "the fault schedule"
+    meant = wl.plan_strategies.get(plan or "", ()) if plan in wl.plans else ()
+    if meant and name not in meant:
+        raise ConfigError(f"{label} of {wl.name} only takes effect with {', '.join(meant)}: {name} does not use "
+                          f"what it faults (use -s {meant[0]}, or another plan)")
+    for s in schedule:
+        if s.fault.kind == "step" and (missing := missing_for(wl.steps[s.fault.target], cfg, cls)):
+            raise ConfigError(f"{label}: step {s.fault.target} needs {missing}")
 
 
 def _mix_ok(mix: Any) -> bool:

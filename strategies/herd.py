@@ -31,7 +31,9 @@ The follow-up (the lock holder dies mid-fetch) is modelled with ``stall_at``/``s
 ``stall_for`` seconds between its DB read and its cache set, as a process in a long GC pause or a
 hung one would (any node unless ``stall_node`` is given; once per run, marked in ``herd:stalled``).
 Killing that node during the stall (the workload's ``kill-holder`` step) means the set never
-happens; without it the holder wakes up after its lock expired and sets late.
+happens; without it the holder wakes up after its lock expired and sets late. The workload's
+holder steps arm that stall themselves (``arm_stall``) when the run did not configure one, so its
+plans bite with the defaults.
 """
 
 from __future__ import annotations
@@ -188,6 +190,19 @@ class _Waiting(_HerdBase):
         except (TypeError, ValueError):
             raise ParamError(f"stall_node must be a node number, got {stall_node!r}") from None
 
+    hold_ttl: float  # how long the lock (lease) holds: set by each subclass
+
+    def arm_stall(self, stall_for: float | None = None) -> bool:
+        """Make the next lock (lease) holder stall mid-fetch from now on (for ``stall_for`` s), as the
+        workload's holder steps do. A stall the run configured (``stall_at``) is left as it is.
+        Returns whether this call armed one."""
+        if self.stall_at is not None:
+            return False
+        if stall_for is not None:
+            self.stall_for = positive({"stall_for": stall_for}, "stall_for", 10.0)
+        self.stall_at = time.monotonic() - self.t_setup
+        return True
+
     def _maybe_stall(self) -> float:
         """Stall mid-fetch if this is the chosen holder; raise if the node is crashed meanwhile."""
         if (self.stall_at is None or (self.stall_node is not None and self.node != self.stall_node)
@@ -219,7 +234,7 @@ class HerdLock(_Waiting):
                  stall_for: float = 10.0, stall_node: int | None = None, prefix: str = "herd:",
                  invalidate: Any = False) -> None:
         super().__init__(ttl, fetch_timeout, poll, max_wait, stall_at, stall_for, stall_node, prefix, invalidate)
-        self.lock_ttl = positive({"lock_ttl": lock_ttl}, "lock_ttl", 3.0)
+        self.lock_ttl = self.hold_ttl = positive({"lock_ttl": lock_ttl}, "lock_ttl", 3.0)
         if self.lock_ttl <= self.fetch_timeout:
             raise ParamError(f"lock_ttl ({self.lock_ttl:g} s) must be longer than fetch_timeout "
                              f"({self.fetch_timeout:g} s): a lock that expires mid-fetch lets a second loader in "
@@ -377,7 +392,7 @@ class HerdLease(_Waiting):
                  max_wait: float | None = None, stall_at: float | None = None, stall_for: float = 10.0,
                  stall_node: int | None = None, prefix: str = "herd:", invalidate: Any = False) -> None:
         super().__init__(ttl, fetch_timeout, poll, max_wait, stall_at, stall_for, stall_node, prefix, invalidate)
-        self.lease_ttl = positive({"lease_ttl": lease_ttl}, "lease_ttl", 3.0)
+        self.lease_ttl = self.hold_ttl = positive({"lease_ttl": lease_ttl}, "lease_ttl", 3.0)
         if self.lease_ttl <= self.fetch_timeout:
             raise ParamError(f"lease_ttl ({self.lease_ttl:g} s) must be longer than fetch_timeout "
                              f"({self.fetch_timeout:g} s): a lease that expires mid-fetch is granted twice")

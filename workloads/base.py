@@ -68,9 +68,12 @@ class Workload:
     extra_checkers: dict[str, Callable[..., dict[str, Any]]] = field(default_factory=dict)
     plans: dict[str, str] = field(default_factory=lambda: {"none": ""})
     default_plan: str = "none"
+    # plans that only take effect with some strategies (they fault a link only those open): plan -> strategies
+    plan_strategies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fault_menu: list[str] = field(default_factory=list)
-    # scenario events the nemesis plays as ``step:NAME@AT+DUR`` faults: name -> fn(FaultContext, "start"|"stop")
-    steps: dict[str, Callable[[Any, str], str | None]] = field(default_factory=dict)
+    # scenario events the nemesis plays as ``step:NAME@AT+DUR`` faults: name -> fn(FaultContext, "start"|"stop"),
+    # returning what it did, or (False, why) when it did nothing (harness/faults/step.py)
+    steps: dict[str, Callable[[Any, str], Any]] = field(default_factory=dict)
     setup: Callable[[Direct], None] = setup_kv
     invoke: Callable[[Any, dict[str, Any]], dict[str, Any]] = invoke_register
     final_read: Callable[[Direct, str], dict[str, Any]] = final_kv

@@ -170,6 +170,8 @@ WORKLOAD = Workload(
         "crash-twice": "crash-node:1@10%+20%;crash-node:1@50%+20%",
         "sub-link-down": "down:redis.sub1@20%+30%",
     },
+    # node 1's pub/sub link: the Kafka strategies never open it
+    plan_strategies={"sub-link-down": ("sub-pubsub", "sub-pubsub-ttl", "sub-version-check")},
     default_plan="crash",
     fault_menu=["crash-node:1", "down:redis.sub1", "latency:kafka:ms=200"],
 )

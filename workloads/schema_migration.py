@@ -64,8 +64,13 @@ def final_user(d: Direct, key: str) -> dict[str, Any]:
 
 # -- steps ------------------------------------------------------------------------------------
 def step_ttl_cut(ctx: Any, phase: str) -> str | None:
+    """The operator's switch; whether the running strategy reads it is the strategy's business."""
     S.APP.ttl_cut = phase == "start"
-    return "TTLs cut (schema-ttl-cut shortens fills and live entries)" if phase == "start" else None
+    if phase != "start":
+        return None
+    honoured = any(hasattr(i, "cut_ttl_ms") for i in getattr(ctx.nodes, "instances", None) or [])
+    return "the application's TTL cut is on" + (": the nodes shorten fills and live entries" if honoured else
+                                                 " (only schema-ttl-cut reads it; this strategy ignores it)")
 
 
 def step_migrate(ctx: Any, phase: str) -> str | None:
@@ -205,6 +210,7 @@ WORKLOAD = Workload(
     checkers=("schema", "perf"),
     extra_checkers={"schema": check_schema},
     plans={"migrate": MIGRATE, "event-lost": f"{MIGRATE};down:redis.sub0@45%+20%", "none": ""},
+    plan_strategies={"event-lost": ("schema-event-bump",)},  # the only one subscribed over redis.sub0
     default_plan="migrate",
     fault_menu=["latency:postgres:ms=50", "latency:redis:ms=20"],
     steps={"ttl-cut": step_ttl_cut, "migrate": step_migrate},

@@ -20,13 +20,16 @@ whose end it is reacting to (``epoch``), so the checkers here count exactly, wit
   already filled — the herd's race, or a lock holder that outlived its lock. Each anomaly names
   both fills, the versions and how many reads the stale fill served.
 
-Follow-up (the lock holder dies mid-fetch): run ``herd-lock`` with ``-p stall_at=1 -p stall_for=30``
-(the first holder after 1 s hangs between its DB read and its set) and plan ``holder-crash``: the
-step ``kill-holder`` crashes the node whose worker holds the stalled lock (nodes >= 2 so the others
-keep reading), and the waiters stall until the lock TTL frees the key. Plan ``holder-pause`` lets
-the holder wake after its lock expired (``stall_for`` > ``lock_ttl``), and the step ``db-write``
-(at 40%) commits new versions meanwhile, so the successor caches a newer version and the woken
-holder's late set is a stale set — unless ``fencing=true``.
+Follow-up (the lock holder dies mid-fetch): plan ``holder-crash`` on ``herd-lock`` or ``herd-lease``
+with ``--nodes 2`` or more. Its step ``kill-holder`` makes the next lock holder stall between its
+DB read and its set (``arm_stall``; or the run's own ``-p stall_at=S``) and crashes that holder's
+node while the others keep reading: the waiters stall until the lock TTL frees the key. Plan
+``holder-pause``: its step ``pause-holder`` makes the next holder stall past its lock TTL (lock TTL
++ 0.5 s, or the run's ``stall_at``/``stall_for``), so it wakes after its lock expired, and the step
+``db-write`` (at 40%) commits new versions meanwhile, so the successor caches a newer version and
+the woken holder's late set is a stale set — unless ``fencing=true``. Both refuse to start
+(naming what is missing) with a strategy that has no lock holder, and ``holder-crash`` with fewer
+than two nodes; a step that found no holder to act on is reported not verified.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import Any
 
 from checkers.ops import nothing_to_judge
 from harness.clients import Pg, redis_client
+from harness.faults.step import NothingDone, requires
 from workloads.base import Direct, Workload, final_kv, invoke_register, setup_kv
 
 HERD_STRATEGIES = ("herd-none", "herd-lock", "herd-single-flight", "herd-xfetch", "herd-lease")
@@ -154,32 +158,79 @@ def check_stale_set(history: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
             "rejected_sets": sum(1 for o in history if o.get("rejected")), "anomalies": anomalies}
 
 
-# -- the follow-up: kill the process that holds the (stalled) lock ------------------------------
+# -- the follow-up: a lock holder stalls mid-fetch, and is killed or wakes late -----------------
 _killed: dict[int, int] = {}
+HOLDER_STRATEGIES = ("herd-lock", "herd-lease")
 
 
+def _needs_holder(cfg: Any, cls: type) -> str | None:
+    if callable(getattr(cls, "arm_stall", None)):
+        return None
+    return (f"a lock or lease strategy ({', '.join(HOLDER_STRATEGIES)}): "
+            f"{getattr(cls, 'name', cls.__name__)} has no lock holder to stall")
+
+
+def _needs_holder_and_peers(cfg: Any, cls: type) -> str | None:
+    if (missing := _needs_holder(cfg, cls)) is not None:
+        return missing
+    if (cfg.nodes or 1) < 2:
+        return (f"--nodes 2 or more (got {cfg.nodes or 1}): the lock holder's node is crashed, and the "
+                "waiters on another node show the stall")
+    return None
+
+
+def _stall_holder(ctx: Any, stall_for: float | None) -> tuple[int, Any]:
+    """Arm a mid-fetch stall on every node (unless the run configured one) and wait for a lock holder
+    to stall: (its node, its strategy instance). NothingDone if none stalls in time."""
+    nodes = list(getattr(ctx.nodes, "instances", None) or [])
+    holders = [i for i in nodes if callable(getattr(i, "arm_stall", None))]
+    if not holders:
+        raise NothingDone("the strategy has no lock holder to stall (it is not herd-lock or herd-lease)")
+    for h in holders:
+        h.arm_stall(stall_for)
+    # the next expiry comes within one cache TTL; its holder stalls after one DB fetch
+    patience = max(h.ttl_ms / 1000 + h.fetch_timeout for h in holders) + 2.0
+    r = redis_client(ctx.cluster.direct["redis"], timeout=2)
+    try:
+        deadline = time.monotonic() + patience
+        while (node := r.get(f"{holders[0].prefix}stalled")) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        r.close()
+    if node is None:
+        raise NothingDone(f"no lock holder stalled within {patience:.1f} s of arming the stall")
+    i = int(node)
+    return i, nodes[i]
+
+
+@requires(_needs_holder_and_peers)
 def kill_holder(ctx: Any, phase: str) -> str | None:
-    """Step: crash the node whose lock/lease holder is stalled mid-fetch (restart it at the stop)."""
+    """Step: make a lock/lease holder stall mid-fetch and crash its node (restarted at the stop)."""
     if phase == "stop":
         node = _killed.pop(id(ctx), None)
         if node is not None and ctx.nodes is not None:
             ctx.nodes.restart(node)
         return None
-    r = redis_client(ctx.cluster.direct["redis"], timeout=2)
-    try:
-        deadline = time.monotonic() + 2.0
-        while (node := r.get("herd:stalled")) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-    finally:
-        r.close()
-    if node is None:
-        return "no lock holder was stalled: nothing killed (did you pass -p stall_at=...?)"
-    i = int(node)
-    if ctx.nodes is None or len(ctx.nodes) < 2:
-        return f"lock holder is on node {i}, the only node: not killed (run with --nodes 2 or more)"
+    i, _ = _stall_holder(ctx, None)
+    if len(ctx.nodes) < 2:
+        raise NothingDone(f"lock holder is on node {i}, the only node: not killed (run with --nodes 2 or more)")
     ctx.nodes.crash(i)
     _killed[id(ctx)] = i
     return f"crashed node {i}, whose worker held the lock stalled mid-fetch"
+
+
+@requires(_needs_holder)
+def pause_holder(ctx: Any, phase: str) -> str | None:
+    """Step: make a lock/lease holder stall mid-fetch past its lock TTL, so it wakes after its lock
+    expired and sets late (the stall ends by itself)."""
+    if phase == "stop":
+        return None
+    nodes = list(getattr(ctx.nodes, "instances", None) or [])
+    hold = max((getattr(h, "hold_ttl", 0.0) for h in nodes), default=0.0)
+    i, h = _stall_holder(ctx, hold + 0.5)
+    late = "past" if h.stall_for > h.hold_ttl else "within"
+    return (f"the lock holder on node {i} stalls mid-fetch for {h.stall_for:g} s, {late} its {h.hold_ttl:g} s "
+            "lock TTL")
 
 
 def db_write(ctx: Any, phase: str) -> str | None:
@@ -195,6 +246,8 @@ def db_write(ctx: Any, phase: str) -> str | None:
         rows = pg.execute("update kv set value = to_jsonb(-version), version = version + 1 returning key")
     finally:
         pg.close()
+    if not rows:
+        raise NothingDone("no row to update: nothing committed")
     return f"committed a new version of {len(rows)} rows directly in the DB"
 
 
@@ -218,11 +271,11 @@ WORKLOAD = Workload(
         "none": "",
         "slow-db": SLOW_DB,
         "holder-crash": f"{SLOW_DB};step:kill-holder@30%+50%",
-        "holder-pause": f"{SLOW_DB};step:db-write@40%+10%",
+        "holder-pause": f"{SLOW_DB};step:pause-holder@10%+60%;step:db-write@40%+10%",
     },
     default_plan="slow-db",
     fault_menu=["latency:postgres:ms=100", "latency:postgres:ms=300", "latency:redis:ms=20"],
-    steps={"kill-holder": kill_holder, "db-write": db_write},
+    steps={"kill-holder": kill_holder, "pause-holder": pause_holder, "db-write": db_write},
     setup=setup_herd,
     invoke=invoke_register,
     final_read=final_kv,
