@@ -5,7 +5,7 @@
 starts one cluster for the whole search, prints each candidate as it is judged, and writes the
 smallest failing schedule in the fault-schedule file format (harness.faults.save_file), replayable
 with ``cachecert run ... --faults-file F`` (the exact command is printed and stored in the sidecar
-``F.search.json``) or, for the very run that failed, ``cachecert reproduce RUN_DIR``.
+``F.search.json``) or, for the very run that failed, ``cachecert rerun RUN_DIR``.
 Exit codes: 1 a failing schedule was found, 0 none within the budget, 3 bad usage.
 """
 
@@ -94,7 +94,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"  replay:    {replay_command(result, out)}", file=sys.stderr)
     run_dir = (minimal.failing_run or {}).get("run_dir")
     if run_dir:
-        print(f"  reproduce: cachecert reproduce {run_dir}", file=sys.stderr)
+        print(f"  rerun:     cachecert rerun {run_dir}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     return exitcodes.INVALID
