@@ -37,6 +37,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mix", help="op mix, e.g. read=0.8,write=0.2")
     p.add_argument("--op-timeout", type=float, default=1.0, help="client timeout per op, seconds")
     p.add_argument("--quiesce", type=float, help="seconds between heal and final reads")
+    p.add_argument("--converge-limit", type=float, metavar="S",
+                   help="re-read every key for up to S s after heal until the caches agree with the DB "
+                        "(default: the strategy's TTL + 0.5 s, at most 10 s)")
     p.add_argument("--backend", default="local", help="local (default) or docker")
     p.add_argument("--docker-image", action="append", type=_param, default=[], metavar="SERVICE=IMAGE",
                    help="docker backend: image for a service (default: the local stand-in image)")
@@ -54,7 +57,7 @@ def config_from_args(args: argparse.Namespace, workload: str) -> Any:
         workload=workload, strategy=args.strategy, params=dict(args.param), faults=args.faults,
         faults_file=args.faults_file, time_limit=args.time_limit, concurrency=args.concurrency,
         nodes=args.nodes, rate=args.rate, seed=args.seed, keys=args.keys, key_dist=args.key_dist, mix=args.mix,
-        op_timeout=args.op_timeout, quiesce=args.quiesce, backend=args.backend, images=dict(args.docker_image),
+        op_timeout=args.op_timeout, quiesce=args.quiesce, converge_limit=args.converge_limit, backend=args.backend, images=dict(args.docker_image),
         checkers=args.checkers,
         reports=args.reports, command=["cachecert", *sys.argv[1:]],
     )

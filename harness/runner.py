@@ -40,6 +40,8 @@ from workloads.base import Direct, Workload
 
 log = logging.getLogger("cachecert")
 FINAL_PROCESS = 1_000_000  # final reads use process ids from here, far from the workers'
+CONVERGE_POLL_S = 0.2  # between rounds of final reads while the caches disagree with the DB
+DEFAULT_CONVERGE_LIMIT_S = 10.0  # the longest a run re-reads for a strategy with a TTL bound
 
 
 class ConfigError(ValueError):
@@ -63,6 +65,7 @@ class RunConfig:
     mix: str | None = None
     op_timeout: float = 1.0
     quiesce: float | None = None
+    converge_limit: float | None = None  # s after heal to re-read until caches agree (None: from the strategy's TTL)
     backend: str = "local"
     images: dict[str, str] = field(default_factory=dict)  # docker backend: SERVICE -> image
     checkers: list[str] | None = None
@@ -119,6 +122,8 @@ def prepare(cfg: RunConfig) -> Prepared:
         raise ConfigError(f"nodes must be >= 1, got {cfg.nodes}")
     if cfg.quiesce < 0:
         raise ConfigError(f"quiesce must be >= 0, got {cfg.quiesce:g}")
+    if cfg.converge_limit is not None and cfg.converge_limit < 0:
+        raise ConfigError(f"converge limit must be >= 0, got {cfg.converge_limit:g}")
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {cfg.backend!r} (valid: {', '.join(BACKENDS)})")
     try:
@@ -276,10 +281,36 @@ class Run:
             hist.append(comp)
             counts[comp["type"]] += 1
 
-    def _final_reads(self, direct: Direct) -> None:
+    def _final_reads(self, direct: Direct, t_heal: float) -> None:
+        """Final reads in rounds: every key through every node and straight from the DB, all recorded
+        (phase "final"). A round where some node disagrees with the DB is repeated every
+        ``CONVERGE_POLL_S`` until all agree or the convergence limit (counted from the heal) passes;
+        the convergence checker judges the last round and measures from the others how long the
+        caches took to agree. The limit and the strategy's own bound (its TTL) are recorded first."""
+        assert self.history is not None
+        bound, limit = self._converge_window()
+        self.history.append({"process": "nemesis", "type": "info", "f": "converge",
+                             "value": {"bound_s": bound, "limit_s": limit}})
+        while True:
+            agreed = self._final_round(direct)
+            if agreed or time.monotonic() - t_heal >= limit:
+                return
+            time.sleep(CONVERGE_POLL_S)
+
+    def _converge_window(self) -> tuple[float | None, float]:
+        """(the strategy's declared convergence bound, how long after heal to keep re-reading)."""
+        bound = strategies.convergence_bound(strategies.build(self.p.strategy_cls, self.cfg.params))
+        if self.cfg.converge_limit is not None:
+            return bound, self.cfg.converge_limit
+        return bound, (min(bound + 0.5, DEFAULT_CONVERGE_LIMIT_S) if bound is not None else 0.0)
+
+    def _final_round(self, direct: Direct) -> bool:
+        """One round of final reads; True if every node's read equals the DB's (value and version)."""
         assert self.history is not None and self.nodes is not None
         hist = self.history
+        agreed = True
         for key in self.p.generator.keys.keys():
+            seen = []
             for node in range(len(self.nodes)):
                 proc = FINAL_PROCESS + node
                 hist.append({"process": proc, "type": "invoke", "f": "read", "key": key, "value": None,
@@ -291,12 +322,15 @@ class Run:
                     comp = {"type": "fail", "value": None, "error": _err(e)}
                 hist.append({"process": proc, "f": "read", "key": key, "node": node, "phase": "final",
                              "time_ns": hist.now(), **comp})
+                seen.append(comp)
             proc = FINAL_PROCESS + 999
             hist.append({"process": proc, "type": "invoke", "f": "read", "key": key, "value": None,
                          "source": "db", "phase": "final", "time_ns": hist.now()})
             res = self.p.workload.final_read(direct, key)
             hist.append({"process": proc, "type": "ok", "f": "read", "key": key, "source": "db",
                          "phase": "final", "time_ns": hist.now(), **res})
+            agreed = agreed and all(_agrees(c, res) for c in seen)
+        return agreed
 
     # -- the whole thing --------------------------------------------------------------------
     interrupted_judge_s = 5.0  # judging after a Ctrl-C: this long in all, split between checkers
@@ -450,13 +484,14 @@ class Run:
             log.warning("workers still blocked after the load phase: %s", ", ".join(stuck))
         self._phase("heal")
         self.nemesis.heal()
+        t_heal = time.monotonic()
         self._phase("quiesce")
         time.sleep(cfg.quiesce)
         self._phase("final")
         close_quietly(direct.redis, direct.pg)
         direct = self._direct()  # fresh: a fault may have restarted the services since set-up
         try:
-            self._final_reads(direct)
+            self._final_reads(direct, t_heal)
         finally:
             close_quietly(direct.redis, direct.pg)
         self._phase("done")
@@ -558,6 +593,14 @@ def render_report(run_dir: Path) -> None:
         render(run_dir)
     except Exception as e:  # noqa: BLE001
         log.error("report rendering failed: %s: %s", type(e).__name__, e)
+
+
+def _agrees(node_read: dict[str, Any], db: dict[str, Any]) -> bool:
+    """A node's final read shows what the DB holds (the same version, when both carry one)."""
+    if node_read.get("type") != "ok" or node_read.get("value") != db.get("value"):
+        return False
+    v, dv = node_read.get("version"), db.get("version")
+    return v is None or dv is None or v == dv
 
 
 def _err(e: BaseException) -> str:
