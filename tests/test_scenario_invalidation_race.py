@@ -54,26 +54,80 @@ def _integrity(res: dict[str, Any], torn: bool) -> None:
         assert any(a["type"] == "torn-read" for a in r["anomalies"])
 
 
+def _pairs(history: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(invoke, completion) of every client op of the load phase."""
+    invoked: dict[Any, dict[str, Any]] = {}
+    out = []
+    for o in history:
+        if o["process"] == "nemesis" or o.get("phase") == "final":
+            continue
+        if o["type"] == "invoke":
+            invoked[o["process"]] = o
+        elif o["process"] in invoked:
+            out.append((invoked.pop(o["process"]), o))
+    return out
+
+
+def _overlaps(a: tuple[int, float], b: tuple[int, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def _racing_reads(history: list[dict[str, Any]]) -> int:
+    """Ok reads that ran while a write of the same key was in flight: each one a chance to tear."""
+    ops = _pairs(history)
+    writes: dict[str, list[tuple[int, float]]] = {}
+    for i, c in ops:
+        if i["f"] == "write":
+            writes.setdefault(i["key"], []).append((i["time_ns"], c["time_ns"]))
+    return sum(1 for i, c in ops if i["f"] == "read" and c["type"] == "ok"
+               and any(_overlaps((i["time_ns"], c["time_ns"]), w) for w in writes.get(i["key"], [])))
+
+
+def _publishes(history: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Per key, the time spans in which a version may have been published: every write (one whose
+    outcome is unknown may have published at any time after it began) and every read that filled."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for i, c in _pairs(history):
+        if i["f"] == "write" or "live_versions" in c:
+            end = float("inf") if c["type"] == "info" else c["time_ns"]
+            out.setdefault(i["key"], []).append((i["time_ns"], end))
+    return out
+
+
 # -- positive controls ---------------------------------------------------------------------
+# Tears per 3 s run, measured on a loaded 2-core machine: 345-581 (of 1200-1800 reads); a tear
+# needs only one invalidation between two field reads, and a slower machine makes each read longer.
+# At least 20 is far below anything measured and still not a fluke.
 def test_delete_invalidate_with_field_by_field_reads_tears(cluster: Cluster, tmp_path: Path) -> None:
     res, torn, reads = _run(cluster, tmp_path, "delete-invalidate")
-    assert reads > 200 and torn > 20, (torn, reads)
+    assert torn > 20, (torn, reads)
     _integrity(res, torn=True)
 
 
 def test_atomic_replace_does_not_save_a_field_by_field_reader(cluster: Cluster, tmp_path: Path) -> None:
     res, torn, reads = _run(cluster, tmp_path, "atomic-replace", params={"reads": "fields"})
-    assert reads > 200 and torn > 20, (torn, reads)
+    assert torn > 20, (torn, reads)
     _integrity(res, torn=True)
 
 
 def test_versioned_keys_without_gc_grow_without_bound(cluster: Cluster, tmp_path: Path) -> None:
-    res, torn, _ = _run(cluster, tmp_path, "versioned-keys", params={"gc": "none"})
-    lv = res["checkers"]["live-versions"]
-    assert lv["valid"] is False and lv["unbounded_growth"], lv["explanation"]
+    # By construction, on every run: nothing is collected, so every version ever reported live is
+    # still cached after quiescence. The checker's verdict
+    # compares the peak of the run's second half (by time) with its first: ~2x at a steady write
+    # rate (measured 1.7-2.2x), but a burst of load in the second half can bring it under its 1.5x,
+    # so the verdict must come in one of 3 seeds (every other assertion holds on each run).
+    verdicts = []
+    for seed in (11, 12, 13):
+        res, torn, _ = _run(cluster, tmp_path / str(seed), "versioned-keys", params={"gc": "none"}, seed=seed)
+        lv = res["checkers"]["live-versions"]
+        for key, peak in lv["peak_per_key"].items():
+            assert lv["final_cache_versions"][key] >= peak, (key, lv["final_cache_versions"], lv["peak_per_key"])
+        assert torn == 0
+        verdicts.append((seed, lv["valid"], lv["peak_first_half"], lv["peak_second_half"]))
+        if lv["valid"] is False:
+            break
+    assert lv["valid"] is False and lv["unbounded_growth"], (verdicts, lv["explanation"])
     assert lv["anomalies"][0]["type"] == "unbounded-versions"
-    assert lv["final_cache_versions_total"] >= lv["samples"] * 0.9  # every version ever written is still there
-    assert torn == 0
 
 
 def _inside_latency(history: list[dict[str, Any]], end_s: float) -> list[dict[str, Any]]:
@@ -120,30 +174,57 @@ def test_a_read_lock_shorter_than_the_read_expires_and_the_read_tears(cluster: C
 
 
 # -- negative controls ---------------------------------------------------------------------
+# A negative control proves something only if the race had its chances: reads that ran while a
+# write of their key was in flight (measured 250-4000 per run; at least 20, whatever the load).
 @pytest.mark.parametrize(("strategy", "params"), [("atomic-replace", {}), ("read-lock", {})])
 def test_atomic_reads_and_read_locks_never_tear(cluster: Cluster, tmp_path: Path, strategy: str,
                                                 params: dict[str, Any]) -> None:
     res, torn, reads = _run(cluster, tmp_path, strategy, params=params)
-    assert reads > 100 and torn == 0, (torn, reads)
+    history = load_history(Path(res["run_dir"]) / "history.jsonl")
+    racing = _racing_reads(history)
+    assert racing >= 20 and torn == 0, (torn, racing, reads)
     _integrity(res, torn=False)
 
 
 def test_versioned_keys_with_gc_stay_bounded_and_never_tear(cluster: Cluster, tmp_path: Path) -> None:
-    res, torn, reads = _run(cluster, tmp_path, "versioned-keys", params={"gc": "ttl", "gc_grace": 0.2})
+    grace = 0.2
+    res, torn, reads = _run(cluster, tmp_path, "versioned-keys", params={"gc": "ttl", "gc_grace": grace})
     lv = res["checkers"]["live-versions"]
     assert lv["valid"] is True and not lv["unbounded_growth"], lv["explanation"]
-    assert 1 < lv["peak_live_versions"] < lv["samples"] / 3  # old versions live a while, then go
-    assert lv["final_cache_versions_total"] <= 3 * 4  # after quiescence: about one per key
-    assert lv["reads_restarted_by_gc"] <= reads * 0.01  # the grace period covers in-flight readers
-    assert reads > 100 and torn == 0
+    history = load_history(Path(res["run_dir"]) / "history.jsonl")
+    ops = _pairs(history)
+    # Bounded by construction: a superseded version lives `grace` more, so the live count a write
+    # reports is at most 1 + the publishes of that key in the last `grace` before it (its own
+    # included); each of those overlaps [invoke - grace, completion] (+50 ms for clock granularity).
+    pubs = _publishes(history)
+    for i, c in ops:
+        if i["f"] == "write" and c["type"] == "ok":
+            span = (i["time_ns"] - (grace + 0.05) * 1e9, c["time_ns"])
+            near = sum(_overlaps(span, p) for p in pubs[i["key"]])
+            assert c["live_versions"] <= 1 + near, (c, near)
+    assert lv["peak_live_versions"] > 1  # old versions do live a while (measured peaks 31-35)
+    assert lv["final_cache_versions_total"] <= 3 * 4  # after quiescence (> grace): one per key
+    # the grace period covers in-flight readers: a version can only vanish `grace` after a read
+    # resolved it, so only a read slower than that can restart (none did in any measured run)
+    slow = [(c["index"], (c["time_ns"] - i["time_ns"]) / 1e9) for i, c in ops
+            if i["f"] == "read" and c.get("restarts") and c["time_ns"] - i["time_ns"] <= grace * 1e9]
+    assert not slow, slow
+    assert _racing_reads(history) >= 20 and torn == 0
     _integrity(res, torn=False)
 
 
 def test_eager_gc_breaks_in_flight_readers_but_they_restart_untorn(cluster: Cluster, tmp_path: Path) -> None:
     res, torn, reads = _run(cluster, tmp_path, "versioned-keys", params={"gc_grace": 0})
     lv = res["checkers"]["live-versions"]
-    assert lv["peak_live_versions"] == 1
-    assert lv["reads_restarted_by_gc"] > reads * 0.05, lv["explanation"]
+    assert lv["peak_live_versions"] == 1  # the old version is deleted in the publish that replaces it
+    # measured 279-337 restarts in ~1100 reads; every one caused by a publish of that key while the
+    # read was in flight (the only way a version vanishes), so the cause is checked, not a rate
+    assert lv["reads_restarted_by_gc"] >= 1, lv["explanation"]
+    history = load_history(Path(res["run_dir"]) / "history.jsonl")
+    pubs = _publishes(history)
+    for i, c in _pairs(history):
+        if i["f"] == "read" and c.get("restarts"):
+            assert any(_overlaps((i["time_ns"], c["time_ns"]), p) for p in pubs[i["key"]]), c
     assert torn == 0
 
 
@@ -158,7 +239,7 @@ def test_live_versions_checker_on_a_small_history() -> None:
     flat = [w(i, i * 0.1, 3 + i % 4) for i in range(40)]
     assert check_live_versions(flat)["valid"] is True
     assert check_live_versions(flat, max_live=5)["valid"] is False
-    assert check_live_versions([])["valid"] is True
+    assert check_live_versions([])["valid"] == "unknown"  # no version counts: nothing to judge (2e4f9c0)
 
 
 # -- bad input: before any service starts ----------------------------------------------------
