@@ -363,7 +363,7 @@ def _nothing_reason(specs: dict[Any, _Spec], nil_reads_any: bool) -> str | None:
     if not specs:
         return "no client operations"
     if not writers:
-        return "no write that could have taken effect (none, failed, or never observed)"
+        return "no writes that could have taken effect (none, all failed, or indeterminate and never read)"
     if not observers:
         return "no ok reads"
     return "no key with both a write and an ok read of it"

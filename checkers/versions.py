@@ -280,7 +280,7 @@ def nothing_judged(kvs: dict[Any, KeyVersions]) -> str | None:
     if any((kv.reads or kv.final_db) and _judged_writes(kv) for kv in kvs.values()):
         return None
     if not any(_judged_writes(kv) for kv in kvs.values()):
-        return "no writes that could have taken effect (none, all failed, or indeterminate and never seen)"
+        return "no writes that could have taken effect (none, all failed, or indeterminate and never read)"
     if not any(kv.reads or kv.final_db for kv in kvs.values()):
         return "no ok reads"
     return "no key with both a write and an ok read of it"

@@ -113,7 +113,7 @@ def test_linearizable_nothing_to_judge() -> None:
     nothing(run(linearizable.check, h), "no key with both")
     # a write that failed never happened, and an indeterminate one nobody saw constrains nothing
     h = H().op(1, "write", "k", 1, 0, 1, type="fail").op(2, "write", "k", 2, 0, None).op(3, "read", "k", None, 5, 6)
-    nothing(run(linearizable.check, h.build()), "no write that could have taken effect")
+    nothing(run(linearizable.check, h.build()), "no writes that could have taken effect")
 
 
 def test_linearizable_empty_ok_follows_knossos() -> None:
