@@ -14,7 +14,8 @@ process id, nemesis windows, cache flags) and reach the verdicts a reader expect
 * thundering-herd: without coalescing most of 16 readers load the DB at each expiry; with a SET NX
   lock exactly one does (the herd checker's time clustering agrees with the workload's epochs);
 * cache-aside with a 30 s TTL and Redis down for the second half of the run: writes commit to the
-  DB but their DEL fails, so after the heal the caches keep serving old versions: not converged
+  DB but their DEL fails, so after the heal the caches keep serving old versions: not converged at
+  the 10 s convergence limit (so unknown: the strategy's own bound, its 30 s TTL, is longer)
   (seeds 1-4 over 20 keys: 8-12 keys diverged; over 5 keys only 2 of 3 runs diverged, because a key
   whose last pre-outage op was a successful DEL stays empty and so converges).
 
@@ -170,11 +171,14 @@ def test_cache_aside_whose_deletes_failed_does_not_converge(real_run: Any) -> No
     res, h = real_run("diverged")
     c = _check(h, convergence={}, durability={})
     conv = c["convergence"]
-    assert conv["valid"] is False and conv["diverged"] >= 1, conv
-    _ops_point_at(h, conv)
+    # the caches still disagreed at the convergence limit (10 s), short of the strategy's own bound
+    # (its 30 s TTL): whether they would have converged by then cannot be told from this run
+    assert conv["valid"] == "unknown" and conv["diverged"] >= 1, conv
+    assert "cannot tell" in conv["reason"] and conv["anomalies_if_judged"], conv
+    _ops_point_at(h, {"anomalies": conv["anomalies_if_judged"]})
     finals = {(o["key"], o.get("source") == "db" and o.get("node") is None): o for o in h
-              if o.get("phase") == "final" and o["type"] == "ok"}
-    for a in conv["anomalies"]:
+              if o.get("phase") == "final" and o["type"] == "ok"}  # the last round of final reads
+    for a in conv["anomalies_if_judged"]:
         key = a["key"]
         assert key in a["explanation"]
         assert finals[(key, True)]["value"] != finals[(key, False)]["value"]  # the DB and the cache disagree
