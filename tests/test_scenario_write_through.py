@@ -46,13 +46,21 @@ def test_cache_then_db_serves_values_the_db_never_committed(cluster: Cluster, tm
 def test_rollback_still_exposes_the_value_while_the_db_call_hangs(cluster: Cluster, tmp_path: Path) -> None:
     # upstream black hole: the statement never reaches the DB, the client gives up after the op
     # timeout, and only then rolls the cache back; readers in between see a value never committed
-    res = _run(cluster, tmp_path, "rollback-on-failure", "db-timeout-upstream", time_limit=4.0, concurrency=16,
-               seed=7)
-    _verified(res)
-    truth = res["checkers"]["db-truth"]
-    # seeds 1-5 gave 8-25 aborted reads per run; each value visible up to the 1 s op timeout
-    assert truth["valid"] is False and truth["aborted_reads"] >= 3, truth["explanation"]
-    assert truth["writes"]["info"]["committed"] == 0  # upstream: nothing reached the DB
+    # Every write in the fault window leaves its value in the cache for the 1 s op timeout; an
+    # aborted read needs a reader of that key in that second. Seeds 1-5 gave 8-25 per run, so one
+    # is plenty to show the anomaly; a run with none is retried with the next seed (3 seeds).
+    tries = []
+    for seed in (7, 8, 9):
+        res = _run(cluster, tmp_path / str(seed), "rollback-on-failure", "db-timeout-upstream", time_limit=4.0,
+                   concurrency=16, seed=seed)
+        _verified(res)
+        truth = res["checkers"]["db-truth"]
+        assert truth["writes"]["info"]["committed"] == 0  # upstream: nothing reached the DB
+        tries.append((seed, truth["aborted_reads"]))
+        if truth["aborted_reads"]:
+            break
+    assert truth["valid"] is False and truth["aborted_reads"] >= 1, (tries, truth["explanation"])
+    # exposure ends when the watchdog cuts the DB call (1 s op timeout) and the rollback lands
     assert 0 < truth["max_aborted_exposure_s"] < 3.0
 
 
@@ -85,19 +93,22 @@ def test_db_first_strategies_never_serve_uncommitted_values(cluster: Cluster, tm
 def test_write_behind_replay_after_a_db_outage(cluster: Cluster, tmp_path: Path) -> None:
     """The follow-up: during the replay, cache readers stay consistent; DB readers see the
     pre-outage state until the buffer is drained, and no acknowledged write is lost."""
-    # a sync job of at most 500 writes/s against ~120 writes/s: the replay takes a few tenths of a
-    # second, long enough for DB readers to be caught in it
+    # a sync job of at most 500 writes/s per node against ~120 writes/s drains the outage's backlog
+    # in ~0.15 s (measured): DB reads are 30% of the ops (not the workload's 10%) so that some land
+    # in it whatever the machine's speed (~10 expected at the measured rate, more when slower)
     res = _run(cluster, tmp_path, "write-behind", "db-outage-replay", time_limit=4.0, rate=400,
-               params={"batch": 50, "interval": 0.1}, seed=int(os.environ.get("CC_SEED", 7)))  # CC_SEED: try others
+               mix="read=0.4,write=0.3,read-db=0.3", params={"batch": 50, "interval": 0.1},
+               seed=int(os.environ.get("CC_SEED", 7)))  # CC_SEED: try others
     _verified(res)
     truth, replay = res["checkers"]["db-truth"], res["checkers"]["replay"]
     assert truth["valid"] is True and truth["lost_writes"] == 0, truth["explanation"]
-    assert replay["backlog_at_heal"] > 50
-    after = replay["db_reads"]["after-heal"]
-    assert after["max_lag_s"] > 0.8  # a DB read after the heal still missed writes from the outage
+    # the outage's acknowledged writes piled up in the buffer, above its level before the fault
+    assert replay["backlog_at_heal"] > replay["backlog_before_max"], replay["explanation"]
+    # a DB read after the heal still missed a write acknowledged before it (the pre-outage state)
+    assert replay["replay_window_s"] > 0, replay["explanation"]
     assert replay["cache_reads"]["after-heal"]["lagging"] == 0
     assert replay["cache_reads"]["outage"]["lagging"] == 0
-    assert replay["replay_window_s"] < 1.5, replay["explanation"]
+    assert replay["replay_window_s"] < 1.5, replay["explanation"]  # ~10x the measured drain time
 
 
 # -- the workload's checkers on small histories ----------------------------------------------
