@@ -211,12 +211,16 @@ class CheckerLookupError(LookupError):
 
 
 def plan_for(workload: Any = None, names: Iterable[str] | None = None,
-             opts: dict[str, dict[str, Any]] | None = None) -> CheckPlan:
-    """The checkers that judge a run of ``workload`` (a Workload, or None for a bare history):
-    ``names`` (default: the workload's list), with the workload's options under ``opts``.
-    Raises CheckerLookupError for a name nobody knows."""
+             opts: dict[str, dict[str, Any]] | None = None, strategy: str | None = None) -> CheckPlan:
+    """The checkers that judge a run of ``workload`` (a Workload, or None for a bare history) by
+    ``strategy``: ``names`` (default: the workload's list, less the checkers it reserves for other
+    strategies), with the workload's options under ``opts``. Raises CheckerLookupError for a name
+    nobody knows."""
     own: dict[str, Checker] = dict(getattr(workload, "extra_checkers", None) or {})
     chosen = list(names) if names else list(getattr(workload, "checkers", None) or CHECKERS)
+    if not names and strategy is not None:
+        only = getattr(workload, "checker_strategies", None) or {}
+        chosen = [n for n in chosen if n not in only or strategy in only[n]]
     known = {**CHECKERS, **own}
     bad = [n for n in chosen if n not in known]
     if bad:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import anomaly, hashable, key_versions, pair, read_version, secs, vtext
+from checkers.ops import anomaly, hashable, key_versions, pair, read_version, secs, vtext, who
 from checkers.staleness import read_staleness
 
 
@@ -85,7 +85,7 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
         if max_converge_ms is not None and ttc > max_converge_ms and worst is not None:
             anomalies.append(anomaly(
                 "slow-convergence", worst.key, [worst],
-                f"The last fault ended at {secs(last_stop)}, but process {worst.process} still read a stale "
+                f"The last fault ended at {secs(last_stop)}, but {who(worst)} still read a stale "
                 f"{worst.key} until {secs(worst.t1)}: {ttc:g} ms to converge, over the {max_converge_ms:g} ms bound."))
     out["time_to_converge_ms"] = ttc
     out["anomaly_count"] = diverged + sum(1 for a in anomalies if a["type"] == "slow-convergence")

@@ -572,7 +572,7 @@ class Run:
 def check_plan(wl: Workload, cfg: RunConfig) -> CheckPlan:
     """The checkers that judge this run, with their options: the one plan the run records in its
     config.json and ``cachecert check RUN_DIR`` replays."""
-    return plan_for(wl, cfg.checkers, cfg.checker_opts)
+    return plan_for(wl, cfg.checkers, cfg.checker_opts, strategy=cfg.strategy)
 
 
 def check_history(path: Path, wl: Workload, cfg: RunConfig, time_limit_s: float | None = None,

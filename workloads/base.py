@@ -70,6 +70,9 @@ class Workload:
     default_plan: str = "none"
     # plans that only take effect with some strategies (they fault a link only those open): plan -> strategies
     plan_strategies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # a checker that judges what only some strategies report (live-versions: versioned-keys) -> those
+    # strategies; the run's check plan leaves it out for the others unless asked for by name (-c)
+    checker_strategies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     fault_menu: list[str] = field(default_factory=list)
     # scenario events the nemesis plays as ``step:NAME@AT+DUR`` faults: name -> fn(FaultContext, "start"|"stop"),
     # returning what it did, or (False, why) when it did nothing (harness/faults/step.py)

@@ -144,6 +144,7 @@ WORKLOAD = Workload(
     checkers=("integrity", "live-versions", "convergence", "perf"),
     checker_opts={},
     extra_checkers={"live-versions": check_live_versions},
+    checker_strategies={"live-versions": ("versioned-keys",)},  # the others keep one copy per key
     plans={
         "none": "",
         "redis-latency": "latency:redis:ms=3@5%+90%",
