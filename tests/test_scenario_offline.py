@@ -36,6 +36,7 @@ def test_push_only_never_converges(cluster: Cluster, tmp_path: Path) -> None:
     _offline_verified(res)
     conv = res["checkers"]["convergence"]
     assert res["valid"] is False and conv["valid"] is False, conv
+    # the link is down for 60% of the run while server edits go on (measured 13-15 keys diverged)
     assert conv["diverged"] >= 3
     a = conv["anomalies"][0]
     assert a["type"] in ("divergent", "not-converged") and "node 0" in a["explanation"]  # renamed in adab007
@@ -49,6 +50,7 @@ def test_delta_sync_converges_but_loses_conflicting_edits(cluster: Cluster, tmp_
     assert le["valid"] is False and le["lost_edits"] >= 1 and le["conflicts_recorded"] == 0, le
     a = le["anomalies"][0]
     assert a["type"] == "lost-edit" and "vanished silently" in a["explanation"]
+    # by construction: the first full pull, then one on the reconnect (0.8 s before the end)
     assert le["replicas"]["0"]["reconnects"] >= 1 and le["replicas"]["0"]["syncs"] >= 2
 
 

