@@ -281,6 +281,14 @@ class Run:
             hist.append(comp)
             counts[comp["type"]] += 1
 
+    def _worker_until_closed(self, w: int) -> None:
+        """A worker still in an op when an interrupted run closed the history has nothing left to record."""
+        try:
+            self._worker(w)
+        except RuntimeError:
+            if not self.stop.is_set():
+                raise
+
     def _final_reads(self, direct: Direct, t_heal: float) -> None:
         """Final reads in rounds: every key through every node and straight from the DB, all recorded
         (phase "final"). A round where some node disagrees with the DB is repeated every
@@ -470,7 +478,7 @@ class Run:
         self.nemesis = Nemesis(self.p.schedule, ctx, self.history)
         self._phase("load")
         t0 = time.monotonic()
-        workers = [threading.Thread(target=self._worker, args=(w,), name=f"worker-{w}", daemon=True)
+        workers = [threading.Thread(target=self._worker_until_closed, args=(w,), name=f"worker-{w}", daemon=True)
                    for w in range(cfg.concurrency)]
         for t in workers:
             t.start()
