@@ -404,6 +404,7 @@ class Run:
             self.interrupted_at_s = self._clock_s(gate.first_ns)
             self.error = self.error or f"interrupted at {self.interrupted_at_s:.1f} s"
         if interrupts >= 2:
+            self._announce(judging=False)
             return self._not_judged("interrupted twice: not judged")
         self._announce(judging=bool(interrupts))
         try:

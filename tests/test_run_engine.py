@@ -252,4 +252,5 @@ def test_second_ctrl_c_skips_judging_and_keeps_the_history(tmp_path: Path) -> No
     assert results["error"].endswith("interrupted twice: not judged"), results["error"]
     assert results["interrupted"] is True
     assert not (hist.parent / "report.html").exists()
+    assert "interrupted again: not judged; history kept in" in err, err
     assert "UNKNOWN" in err and "interrupted twice: not judged" in err, err
