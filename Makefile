@@ -12,7 +12,7 @@ demo: bootstrap
 	$(PY) -m harness.cli demo
 
 test: bootstrap
-	$(PY) -m ruff check harness checkers workloads strategies tests benchmarks
+	$(PY) -m ruff check core harness checkers workloads strategies tests benchmarks
 	$(PY) -m pytest -q -ra --durations=15
 
 # the suite N times in a row, then failures per test: `make flake N=10`; ARGS="-m cluster" repeats
@@ -23,7 +23,7 @@ flake: bootstrap
 	$(PY) scripts/flake.py -n $(N) -- $(ARGS)
 
 lint: bootstrap
-	$(PY) -m ruff check harness checkers workloads strategies tests benchmarks
+	$(PY) -m ruff check core harness checkers workloads strategies tests benchmarks
 
 bench: bootstrap
 	$(PY) -m benchmarks.run_all

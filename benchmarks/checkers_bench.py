@@ -15,7 +15,7 @@ First the Knossos conformance corpus (../shared/conformance/knossos, 122 Jepsen 
 the general linearizability search: total and per-file time (target: whole corpus < 20 s).
 
 Each measurement runs in a fresh interpreter that loads the history from disk with
-``harness.history.load_history`` (as ``check_history`` does), runs every checker through
+``core.history.load_history`` (as ``check_history`` does), runs every checker through
 ``checkers.run_one`` and reports the wall time per checker and the peak RSS of that process.
 Wall time is printed beside CPU time: on a shared 2-core machine wall time mostly measures the
 neighbours. Figures, not asserts.
@@ -198,7 +198,7 @@ def peak_rss_mb() -> float:
 def measure(path: str, names: list[str]) -> dict[str, Any]:
     """In this process: load the history, run each checker, report times and peak RSS."""
     from checkers import run_one
-    from harness.history import load_history
+    from core.history import load_history
 
     t = time.perf_counter()
     history = load_history(path)

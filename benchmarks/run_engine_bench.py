@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+from core.history import HistoryWriter
 from harness.cluster import Cluster
-from harness.history import HistoryWriter
 from harness.runner import Run, RunConfig, prepare
 from workloads.base import Direct, Workload
 
@@ -35,7 +35,7 @@ class RedisOnly:
     def setup(self, env: Any) -> None:
         import redis
 
-        from harness.clients import host_port
+        from core.clients import host_port
 
         host, port = host_port(env.endpoints["redis"])
         self.pool = redis.ConnectionPool(host=host, port=port, socket_timeout=2, max_connections=256)

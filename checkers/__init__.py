@@ -5,7 +5,7 @@ one registry of checkers and one way to run several of them that can never turn 
 timeout into a pass. ``run_checkers`` is that way: each checker runs under a time limit (option
 ``time_limit_s``, default 300 s); an exception or an overrun gives ``valid: "unknown"`` with the
 reason, and verdicts merge as false > unknown > true. The checkers share one pairing of invokes
-with completions (``checkers.ops.pair``, memoised), released when ``run_checkers`` returns.
+with completions (``core.ops.pair``, memoised), released when ``run_checkers`` returns.
 
 Every checker is ``fn(history: list[dict], **opts) -> dict`` with ``valid: True | False |
 "unknown"`` plus evidence; an invalid result carries ``anomalies: [{type, key, ops, explanation}]``.
@@ -20,7 +20,7 @@ whole verdict of a run's history: the checkers, plus the run-level rules that ca
 
 Time limits: on the main thread a SIGALRM timer interrupts the checker wherever it is (pure Python
 loops included); elsewhere the checker runs in a daemon thread that is abandoned at the limit, and
-long loops also poll a cooperative deadline (``checkers.ops.check_deadline``).
+long loops also poll a cooperative deadline (``core.ops.check_deadline``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from checkers import (
     staleness,
     versions,
 )
-from checkers.ops import CheckerTimeout, clear_deadline, clear_memo, set_deadline
+from core.ops import CheckerTimeout, clear_deadline, clear_memo, set_deadline
+from core.verdict import merge
 
 Checker = Callable[..., dict[str, Any]]
 DEFAULT_TIME_LIMIT_S = 300.0
@@ -64,19 +65,6 @@ CHECKERS: dict[str, Checker] = {
     "herd": herd.check,
     "perf": perf.check,
 }
-
-
-def merge(verdicts: Iterable[Any]) -> bool | str:
-    """false > unknown > true; no verdict at all is unknown."""
-    seen = list(verdicts)
-    if any(v is False for v in seen):
-        return False
-    if not seen or any(v is not True for v in seen):
-        return "unknown"
-    return True
-
-
-merge_verdicts = merge
 
 
 def _call_with_limit(fn: Checker, history: list[dict[str, Any]], opts: dict[str, Any], limit: float) -> Any:
@@ -314,5 +302,5 @@ def judge(history: list[dict[str, Any]], plan: CheckPlan, *, truncated: dict[str
     return res
 
 
-__all__ = ["CHECKERS", "CheckPlan", "CheckerLookupError", "judge", "merge", "merge_verdicts", "plan_for",
+__all__ = ["CHECKERS", "CheckPlan", "CheckerLookupError", "judge", "merge", "plan_for",
            "run_checkers", "run_one", "unverified_faults"]

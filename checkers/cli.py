@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from checkers import CHECKERS, CheckerLookupError, CheckPlan, judge, plan_for, run_checkers
-from checkers.ops import pair
-from harness.history import HistoryError, load_history_tail
+from core.history import HistoryError, load_history_tail
+from core.ops import pair
+from core.verdict import Exit, Verdict
 
-EXIT = {True: 0, False: 1, "unknown": 2}
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = Exit.UNKNOWN  # a history that cannot be read is never judged: "we could not tell"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for name, r in results["checkers"].items():
             v = r.get("valid")
-            word = {True: "valid", False: "INVALID"}.get(v, "unknown")
+            word = Verdict.of(v).short
             s = _summary(r)
             print(f"  {name:<13} {word:<8} {s[:300]}")
         if results.get("history_truncated"):
@@ -255,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     why = ""
     if verdict not in (True, False) and results.get("unknown_reasons"):
         why = f" ({results['unknown_reasons'][0]})"
-    word = {True: "VALID", False: "INVALID"}.get(verdict, "UNKNOWN")
+    word = Verdict.of(verdict).word
     print(f"{word}: {path} ({results['ops']} ops, {n} checker{'s' if n != 1 else ''}){why}")
     if args.out:
         try:
@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
         if not args.quiet:
             print(f"results: {args.out}")
-    return EXIT.get(verdict, 2)
+    return Verdict.of(verdict).exit_code
 
 
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import anomaly, hashable, key_versions, pair, read_version, secs, vtext, who
 from checkers.staleness import read_staleness
+from core.ops import anomaly, hashable, key_versions, pair, read_version, secs, vtext, who
 
 
 def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version: int = 0,

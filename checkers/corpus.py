@@ -15,7 +15,7 @@ from typing import Any
 
 from checkers import linearizable
 from checkers.edn import parse_edn, plain, read_edn_history
-from checkers.ops import clear_memo
+from core.ops import clear_memo
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import (
+from core.ops import (
     Who,
     anomaly,
     hashable,

@@ -10,7 +10,7 @@ Conversion: ``:process``, ``:type``, ``:f``, ``:value`` (and every other field) 
 with plain string keys; keywords become strings without the colon; nil -> None; vectors, lists
 and sets -> lists; maps -> dicts. ``:process :nemesis`` -> ``"nemesis"``. Each op gets ``index``
 (its position, unless the file has one) and ``time_ns`` (``:time`` if present, else the position),
-so that ``checkers.ops.pair`` and every checker work on it unchanged.
+so that ``core.ops.pair`` and every checker work on it unchanged.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from harness.history import TYPES, HistoryError
+from core.history import TYPES, HistoryError
 
 _TOKEN = re.compile(r"""
     (?:[\s,]|;[^\n]*)*            # whitespace, commas and comments before the token (one char a

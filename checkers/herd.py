@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import anomaly, ms, nothing_to_judge, pair, secs
+from core.ops import anomaly, ms, nothing_to_judge, pair, secs
 
 
 def check(history: list[dict[str, Any]], *, gap_ms: float = 50.0, max_loads: int | None = None,

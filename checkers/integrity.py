@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import READ_FS, Who, anomaly, nothing_to_judge, pair, secs
+from core.ops import READ_FS, Who, anomaly, nothing_to_judge, pair, secs
 
 
 def _src(op: Any) -> str:

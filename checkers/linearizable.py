@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from checkers.ops import INF, NOTHING_TO_JUDGE, Op, Who, hashable, nothing_to_judge, pair, secs, vtext
+from core.ops import INF, NOTHING_TO_JUDGE, Op, Who, hashable, nothing_to_judge, pair, secs, vtext
 
 MODELS = ("register", "cas-register", "multi-register", "mutex")
 ILLEGAL = object()

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from checkers.ops import anomaly, nothing_to_judge, pair
+from core.ops import anomaly, nothing_to_judge, pair
 
 QS = (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("max", 100))
 

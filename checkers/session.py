@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import (
+from core.ops import (
     READ_FS,
     WRITE_FS,
     Who,

@@ -21,7 +21,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from typing import Any
 
-from checkers.ops import (
+from core.ops import (
     INF,
     KeyVersions,
     Op,

@@ -33,7 +33,7 @@ from typing import Any
 
 import networkx as nx
 
-from checkers.ops import (
+from core.ops import (
     INF,
     READ_FS,
     WRITE_FS,

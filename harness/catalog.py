@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.exitcodes import UsageError
+from core.verdict import UsageError
 
 # what each fault kind does (README's table); a kind missing here still lists, with its parameters
 FAULT_TEXT: dict[str, str] = {

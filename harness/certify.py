@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import exitcodes, store
+from core.verdict import Exit, Verdict
+from harness import store
 from harness.report import converge_s, status_notes
 from harness.report import html as H
 from harness.report.html import esc
@@ -123,7 +124,7 @@ class Cell:
     strategy: str
     run_dir: str | None = None
     valid: Any = "unknown"
-    exit_code: int = exitcodes.UNKNOWN
+    exit_code: int = Exit.UNKNOWN
     error: str | None = None
     guarantees: dict[str, dict[str, str]] = field(default_factory=dict)
     seed: int | None = None
@@ -154,7 +155,7 @@ def resolve(strategy_names: list[str], workload_names: list[str] | None, faults:
     """Which workloads and fault plans apply. Raises UsageError for what cannot be run."""
     import strategies as S
     import workloads as W
-    from harness.exitcodes import UsageError
+    from core.verdict import UsageError
 
     names: list[str] = []
     for s in strategy_names:
@@ -221,7 +222,7 @@ def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None)
                 try:
                     prepared = prepare(cfg)
                 except ConfigError as e:
-                    cell.error, cell.valid, cell.exit_code = str(e), "unknown", exitcodes.USAGE
+                    cell.error, cell.valid, cell.exit_code = str(e), "unknown", Exit.USAGE
                     log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: cannot run: {e}")
                     continue
                 cell.seed = cfg.seed
@@ -234,9 +235,9 @@ def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None)
                     cell.error = f"{type(e).__name__}: {e}"
                     results = store.read_json(run.dir / "results.json") if (run.dir / "results.json").exists() \
                         else {}
-                    cell.exit_code = exitcodes.HARNESS
+                    cell.exit_code = Exit.HARNESS
                 else:
-                    cell.exit_code = int(results.get("exit_code", exitcodes.for_verdict(results.get("valid"))))
+                    cell.exit_code = int(results.get("exit_code", Verdict.of(results.get("valid")).exit_code))
                 cell.valid = results.get("valid", "unknown")
                 cell.notes = status_notes(results)
                 cell.guarantees = guarantees_of(results, _bound(prepared.workload, cfg))
@@ -293,18 +294,17 @@ def run_figures(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
 
 def merged_exit(cells: list[Cell]) -> int:
     if any(c.valid is False for c in cells):
-        return exitcodes.INVALID
-    if any(c.exit_code == exitcodes.HARNESS for c in cells):
-        return exitcodes.HARNESS
+        return Exit.INVALID
+    if any(c.exit_code == Exit.HARNESS for c in cells):
+        return Exit.HARNESS
     if not cells or any(c.valid is not True for c in cells):
-        return exitcodes.UNKNOWN
-    return exitcodes.VALID
+        return Exit.UNKNOWN
+    return Exit.VALID
 
 
 def merged_valid(cells: list[Cell]) -> Any:
-    from checkers import merge_verdicts
 
-    return merge_verdicts(c.valid for c in cells)
+    return Verdict.merge(c.valid for c in cells).value
 
 
 # -- pages -------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 up / status / down manage an embedded cluster; run / rerun (alias reproduce) execute a workload;
 check re-judges a stored history; report, ls, certify, compare present results, and ls also lists
 what can be run (workloads, strategies, faults, plans). Errors a user can fix print one line and
-exit with a distinct code (see harness.exitcodes).
+exit with a distinct code (see core.verdict).
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import signal
 import sys
 from collections.abc import Callable
 
-from harness import exitcodes
-from harness.exitcodes import UsageError
+from core.verdict import Exit, UsageError
 from harness.paths import MissingBinary
 
 
@@ -24,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's default exit code 2 would read as "unknown"
         self.print_usage(sys.stderr)
         print(f"cachecert: error: {message}", file=sys.stderr)
-        sys.exit(exitcodes.USAGE)
+        sys.exit(Exit.USAGE)
 
 
 # -- cluster commands ----------------------------------------------------------------------
@@ -186,13 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         return handlers[args.cmd](args)
     except UsageError as e:
         print(f"cachecert: error: {e}", file=sys.stderr)
-        return exitcodes.USAGE
+        return Exit.USAGE
     except (ServiceError, ClusterError, MissingBinary) as e:
         first, *rest = str(e).splitlines()
         print(f"cachecert: {first}", file=sys.stderr)
         if rest:
             print("\n".join(rest), file=sys.stderr)
-        return exitcodes.HARNESS
+        return Exit.HARNESS
     except KeyboardInterrupt as e:
         print(f"cachecert: interrupted ({e or 'Ctrl-C'}); faults healed, services stopped", file=sys.stderr)
         return 130
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"cachecert: internal error: {type(e).__name__}: {e} (set CACHECERT_DEBUG=1 for the traceback)",
               file=sys.stderr)
-        return exitcodes.HARNESS
+        return Exit.HARNESS
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ import threading
 import time
 from typing import Any
 
+from core.history import HistoryWriter
 from harness.faults import FaultContext, Scheduled
 from harness.faults.base import FaultWindow
-from harness.history import HistoryWriter
 
 log = logging.getLogger("cachecert.nemesis")
 PROBE_GRACE = 10.0  # s heal waits for probes still running once every fault has ended

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from harness.clients import close_quietly
+from core.clients import close_quietly
 from strategies.base import DefiniteFailure, Env
 
 

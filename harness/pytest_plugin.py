@@ -232,7 +232,7 @@ def cachecert_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.T
 
 def reset_cluster(cluster: Any) -> None:
     """Heal faults, bring services back, and empty the data the workloads use."""
-    from harness.clients import Pg, redis_client
+    from core.clients import Pg, redis_client
 
     cluster.toxiproxy.reset()
     for svc in cluster.svc.values():

@@ -2,7 +2,7 @@
 ``ls``, the catalog of what can be run: harness.catalog).
 
 Why a module of its own: harness.cli loads it as an extension (``register``), so the presentation
-layer grows without touching the core CLI. Exit codes follow harness.exitcodes: certify and compare
+layer grows without touching the core CLI. Exit codes follow core.verdict: certify and compare
 exit with the merged verdict of their runs (0 valid, 1 anomaly, 2 unknown, 255 harness failure).
 """
 
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import exitcodes, paths, store
-from harness.exitcodes import UsageError
+from core.verdict import Exit, UsageError
+from harness import paths, store
 
 
 def _reports_root(args: argparse.Namespace) -> Path:
@@ -181,7 +181,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     code = cmd_certify(args)
     print("open the certificate above in a browser; each cell links to a run report", file=sys.stderr)
     # the demo succeeded if it produced a certificate: finding anomalies is what it is for
-    return 0 if code in (exitcodes.VALID, exitcodes.INVALID, exitcodes.UNKNOWN) else code
+    return 0 if code in (Exit.VALID, Exit.INVALID, Exit.UNKNOWN) else code
 
 
 def _read(p: Path) -> Any:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import exitcodes
+from core.verdict import Verdict
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -64,7 +64,7 @@ def config_from_args(args: argparse.Namespace, workload: str) -> Any:
 
 
 def execute(cfg: Any, args: argparse.Namespace) -> int:
-    from harness.exitcodes import UsageError
+    from core.verdict import UsageError
     from harness.runner import ConfigError, Run, prepare
 
     try:
@@ -89,7 +89,7 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:
         print(f"  junit: {write_junit(args.junit, [results])}", file=sys.stderr)
     if args.json:
         print(json.dumps(results, indent=2, default=str))
-    return int(results.get("exit_code", exitcodes.for_verdict(results.get("valid"))))
+    return int(results.get("exit_code", Verdict.of(results.get("valid")).exit_code))
 
 
 def _report_line(results: dict[str, Any]) -> None:
@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_rerun(args: argparse.Namespace) -> int:
     """Re-run a stored run with its exact configuration (seed and fault schedule included)."""
-    from harness.exitcodes import UsageError
+    from core.verdict import UsageError
     from harness.runner import RunConfig
 
     cfg_path = Path(args.run_dir) / "config.json"

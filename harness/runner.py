@@ -25,18 +25,18 @@ from typing import Any
 import strategies
 import workloads
 from checkers import CheckerLookupError, CheckPlan, judge, plan_for
-from harness import exitcodes, faults, store
-from harness.clients import close_quietly
+from core.clients import close_quietly
+from core.history import HistoryWriter, load_history_tail
+from core.verdict import Exit, Verdict
+from harness import faults, store
 from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
 from harness.faults import FaultContext, FaultError, Scheduled
-from harness.faults.step import missing_for
 from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
-from harness.history import HistoryWriter, load_history_tail
 from harness.lifecycle import Interrupts
 from harness.nemesis import Nemesis
 from harness.nodes import NodeDown, NodePool
 from strategies.base import DefiniteFailure, Env, ParamError
-from workloads.base import Direct, Workload
+from workloads.base import Direct, Workload, missing_for
 
 log = logging.getLogger("cachecert")
 FINAL_PROCESS = 1_000_000  # final reads use process ids from here, far from the workers'
@@ -236,7 +236,7 @@ class Run:
                    add_proxy=getattr(self.cluster, "add_proxy", None))
 
     def _direct(self) -> Direct:
-        from harness.clients import Pg, redis_client
+        from core.clients import Pg, redis_client
 
         assert self.cluster is not None
         d = self.cluster.direct
@@ -448,7 +448,7 @@ class Run:
                 "valid": "unknown", "checkers": {}, "error": f"{self.error}; {why}" if self.error else why,
                 "unknown_reasons": [why], "not_judged": True, "interrupted": True,
                 "interrupted_at_s": round(self.interrupted_at_s or 0.0, 3),
-                "exit_code": exitcodes.for_verdict("unknown")}
+                "exit_code": Exit.UNKNOWN}
 
     def _render(self, results: dict[str, Any], gate: Interrupts) -> None:
         """report.html, unless judging was skipped; a signal while rendering skips the rest of it."""
@@ -554,7 +554,7 @@ class Run:
         if self.error or interrupted:
             base["error"] = self.error or "interrupted"
         if not hist_path.exists():
-            return base | {"valid": "unknown", "checkers": {}, "exit_code": exitcodes.HARNESS}
+            return base | {"valid": "unknown", "checkers": {}, "exit_code": Exit.HARNESS}
         results = check_history(hist_path, self.p.workload, self.cfg, time_limit_s=time_limit_s,
                                 scheduled=len(self.p.schedule))
         out = base | results
@@ -564,9 +564,9 @@ class Run:
             out["unknown_reasons"].insert(0, "interrupted" if interrupted else f"run aborted: {self.error}")
         if self.error or interrupted or base["fault_errors"]:
             out["valid"] = False if results["valid"] is False else "unknown"
-        out["exit_code"] = exitcodes.for_verdict(out["valid"])
+        out["exit_code"] = Verdict.of(out["valid"]).exit_code
         if self.error and not interrupted and out["valid"] is not False:
-            out["exit_code"] = exitcodes.HARNESS
+            out["exit_code"] = Exit.HARNESS
         return out
 
     def config_record(self) -> dict[str, Any]:

@@ -17,12 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import exitcodes
+from core.verdict import Exit
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from core.verdict import UsageError
     from harness.cluster import Cluster
-    from harness.exitcodes import UsageError
     from harness.lifecycle import graceful_signals
     from harness.search import Search, SearchError, SearchOptions, Trial, replay_command, save_schedule
 
@@ -64,7 +64,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 result = probe.run()
             except SearchError as e:
                 print(f"cachecert: {e}", file=sys.stderr)
-                return exitcodes.HARNESS
+                return Exit.HARNESS
         finally:
             cluster.down()
             cluster.remove()
@@ -75,7 +75,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"no failing schedule found within {opts.budget} examples ({result.search_dir})", file=sys.stderr)
         if args.json:
             print(json.dumps(result.to_dict(), indent=2, default=str))
-        return exitcodes.VALID
+        return Exit.VALID
     out = Path(args.out or Path(result.search_dir) / "minimal.faults.json")
     save_schedule(out, result)
     first, minimal = result.first, result.minimal
@@ -97,7 +97,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"  rerun:     cachecert rerun {run_dir}", file=sys.stderr)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
-    return exitcodes.INVALID
+    return Exit.INVALID
 
 
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:

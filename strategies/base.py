@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from harness.clients import Pg, redis_client
+from core.clients import Pg, redis_client
 
 
 class DefiniteFailure(Exception):

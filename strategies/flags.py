@@ -46,7 +46,7 @@ from typing import Any, ClassVar
 import psycopg
 import redis
 
-from harness.clients import close_quietly, redis_client, subscribe_confirmed, watchdog
+from core.clients import close_quietly, redis_client, subscribe_confirmed, watchdog
 from strategies.base import Env, KvTable, ParamError, decode, encode, positive
 
 log = logging.getLogger("cachecert.flags")
@@ -64,7 +64,7 @@ class BusUnreachable(RuntimeError):
 class DbPool:
     """A small bounded pool of PostgreSQL connections, each call time-bounded by the watchdog.
 
-    ``harness.clients.Pg`` keeps one connection per thread; with hundreds of in-process nodes (one
+    ``core.clients.Pg`` keeps one connection per thread; with hundreds of in-process nodes (one
     worker thread each) that would be hundreds of connections. This pool has ``size`` at most;
     waiting for a connection longer than the timeout raises TimeoutError (an ``info`` op).
     """

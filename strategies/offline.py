@@ -47,7 +47,7 @@ from typing import Any, ClassVar
 import psycopg
 import redis
 
-from harness.clients import Pg, close_quietly, redis_client, subscribe_confirmed
+from core.clients import Pg, close_quietly, redis_client, subscribe_confirmed
 from strategies.base import DefiniteFailure, Env, ParamError, positive
 
 CHANNEL = "cc:items"

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import redis
 
-from harness.clients import redis_client
+from core.clients import redis_client
 from strategies.base import DefiniteFailure, Env, ParamError, positive
 
 FIELDS = {1: ("id", "name", "email"), 2: ("id", "name", "email", "phone", "address", "updated_at")}

@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 import redis
 
-from harness.clients import redis_client
+from core.clients import redis_client
 from strategies.base import Env, KvTable, ParamError, decode, encode, positive
 
 log = logging.getLogger("cachecert.subscriber")

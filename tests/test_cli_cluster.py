@@ -18,9 +18,9 @@ import pytest
 import redis
 from _procs import TAG_VAR, make_state, new_tag, pid_records, tagged, wait_gone
 
+from core.verdict import HARNESS, USAGE
 from harness import paths
 from harness.cluster import Cluster, list_clusters
-from harness.exitcodes import HARNESS, USAGE
 from harness.services import ServiceError
 from harness.services.local import PostgresService, RedisService
 

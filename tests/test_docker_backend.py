@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from core.history import load_history
 from harness.cluster import Cluster
-from harness.history import load_history
 from harness.runner import Run, RunConfig, prepare
 from harness.services import ServiceError
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from core.history import HistoryWriter
 from harness.cluster import Cluster
 from harness.faults import Fault, FaultContext, Scheduled, make_fault
 from harness.faults.base import FaultWindow
 from harness.faults.step import NothingDone
-from harness.history import HistoryWriter
 from harness.nemesis import Nemesis
 from workloads import thundering_herd
 

@@ -32,7 +32,7 @@ def test_cache_aside_survives_redis_down():
 
 def test_fixtures(cachecert_reset, cachecert_run):
     import redis
-    from harness.clients import Pg
+    from core.clients import Pg
 
     # the cache-aside test above left cache entries and rows: the reset fixture emptied both
     host, port = cachecert_reset.direct["redis"].split(":")

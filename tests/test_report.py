@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from core.history import load_history
 from harness import certify as C
 from harness.cli import main as cli_main
 from harness.cluster import Cluster
-from harness.history import load_history
 from harness.junit import to_xml, write_junit
 from harness.report import render
 from harness.report.synthetic import write_synthetic

@@ -15,8 +15,8 @@ from statistics import median
 
 import pytest
 
+from core.history import load_history, read_history
 from harness.cluster import Cluster
-from harness.history import load_history, read_history
 from harness.runner import ConfigError, Run, RunConfig, prepare
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from core.history import load_history
 from harness.cluster import Cluster
-from harness.history import load_history
 from harness.runner import ConfigError, Run, RunConfig, prepare
 from workloads.invalidation_race import check_live_versions
 

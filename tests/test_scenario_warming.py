@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.clients import Pg, redis_client
+from core.clients import Pg, redis_client
 from harness.cluster import Cluster
 from harness.runner import ConfigError, Run, RunConfig, prepare
 from strategies.base import Env

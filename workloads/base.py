@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.clients import Pg
+from core.clients import Pg
 from strategies.base import KV_SCHEMA
 
 
@@ -45,6 +45,32 @@ def setup_kv(d: Direct) -> None:
 def final_kv(d: Direct, key: str) -> dict[str, Any]:
     rows = d.pg.execute("select value, version from kv where key = %s", (key,))
     return {"value": rows[0][0], "version": rows[0][1]} if rows else {"value": None, "version": 0}
+
+
+# -- step hooks (played by the nemesis as ``step:NAME`` faults; harness/faults/step.py) -----------------
+StepHook = Callable[[Any, str], Any]  # (FaultContext, "start"|"stop") -> str | tuple[bool, str] | None
+StepCheck = Callable[[Any, type], "str | None"]  # (RunConfig, strategy class) -> what is missing, or None
+
+
+class NothingDone(Exception):  # noqa: N818 - a step outcome, not an error
+    """Raised by a step hook that found nothing to act on (the step is then not verified)."""
+
+
+def requires(check: StepCheck) -> Callable[[StepHook], StepHook]:
+    """Attach a pre-flight check to a step hook: ``check(cfg, strategy_cls)`` returns what the run
+    lacks for the step to take effect (one line, naming the option), or None."""
+
+    def mark(hook: StepHook) -> StepHook:
+        hook.requires = check  # type: ignore[attr-defined]
+        return hook
+
+    return mark
+
+
+def missing_for(hook: StepHook, cfg: Any, strategy_cls: type) -> str | None:
+    """What the run lacks for ``hook`` to take effect (its ``@requires`` check), or None."""
+    check = getattr(hook, "requires", None)
+    return check(cfg, strategy_cls) if check is not None else None
 
 
 @dataclass

@@ -36,7 +36,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from checkers.ops import nothing_to_judge
+from core.ops import nothing_to_judge
 from workloads.base import Direct, Workload, final_kv, invoke_register, setup_kv
 
 WARM_STRATEGIES = ("warm-none", "warm-sequential", "warm-hot-first", "warm-read-aside")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from checkers.ops import nothing_to_judge
+from core.ops import nothing_to_judge
 from workloads.base import Direct, Workload, setup_kv
 from workloads.feature_flags import Reads, percentile
 

@@ -31,7 +31,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from checkers.ops import nothing_to_judge
+from core.ops import nothing_to_judge
 from workloads.base import Workload
 
 FLAG_STRATEGIES = ("flags-ttl-long", "flags-ttl-short", "flags-pubsub", "flags-pubsub-ttl", "flags-polling",

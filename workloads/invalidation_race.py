@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from checkers.ops import nothing_to_judge
-from harness.history import Op
+from core.history import Op
+from core.ops import nothing_to_judge
 from strategies.multi_field import FIELDS
 from workloads.base import Direct, Workload, setup_kv
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from checkers.ops import nothing_to_judge
+from core.ops import nothing_to_judge
 from workloads.base import Direct, Workload
 
 OFFLINE_STRATEGIES = ("offline-push-only", "offline-delta-sync", "offline-periodic", "offline-vv")

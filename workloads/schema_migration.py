@@ -31,8 +31,8 @@ import math
 import time
 from typing import Any
 
-from checkers.ops import nothing_to_judge
-from harness.clients import Pg, redis_client
+from core.clients import Pg, redis_client
+from core.ops import nothing_to_judge
 from strategies import schema as S
 from workloads.base import Direct, Workload, invoke_register
 

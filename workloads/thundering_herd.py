@@ -39,10 +39,9 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
-from checkers.ops import nothing_to_judge
-from harness.clients import Pg, redis_client
-from harness.faults.step import NothingDone, requires
-from workloads.base import Direct, Workload, final_kv, invoke_register, setup_kv
+from core.clients import Pg, redis_client
+from core.ops import nothing_to_judge
+from workloads.base import Direct, NothingDone, Workload, final_kv, invoke_register, requires, setup_kv
 
 HERD_STRATEGIES = ("herd-none", "herd-lock", "herd-single-flight", "herd-xfetch", "herd-lease")
 SLOW_DB = "latency:postgres:ms=100@0+100%"

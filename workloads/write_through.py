@@ -27,8 +27,8 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from checkers.ops import nothing_to_judge
-from harness.history import Op
+from core.history import Op
+from core.ops import nothing_to_judge
 from workloads.base import Direct, Workload, invoke_register, setup_kv
 
 STRATEGIES = ("cache-then-db", "rollback-on-failure", "db-first-invalidate", "versioned-cas", "write-behind")

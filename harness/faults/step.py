@@ -17,35 +17,11 @@ check's one line, instead of running a plan that does not do what its name says.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.faults.base import BaseFault, FaultContext, FaultError
-
-Hook = Callable[[FaultContext, str], Any]  # returns str | tuple[bool, str] | None
-Check = Callable[[Any, type], "str | None"]  # (RunConfig, strategy class) -> what is missing, or None
-
-
-class NothingDone(Exception):  # noqa: N818 - a step outcome, not an error
-    """Raised by a step hook that found nothing to act on (the step is then not verified)."""
-
-
-def requires(check: Check) -> Callable[[Hook], Hook]:
-    """Attach a pre-flight check to a step hook: ``check(cfg, strategy_cls)`` returns what the run
-    lacks for the step to take effect (one line, naming the option), or None."""
-
-    def mark(hook: Hook) -> Hook:
-        hook.requires = check  # type: ignore[attr-defined]
-        return hook
-
-    return mark
-
-
-def missing_for(hook: Hook, cfg: Any, strategy_cls: type) -> str | None:
-    """What the run lacks for ``hook`` to take effect (its ``@requires`` check), or None."""
-    check = getattr(hook, "requires", None)
-    return check(cfg, strategy_cls) if check is not None else None
+from workloads.base import NothingDone, StepHook
 
 
 def outcome(result: Any) -> tuple[bool, str]:
@@ -61,7 +37,7 @@ def outcome(result: Any) -> tuple[bool, str]:
 class Step(BaseFault):
     observed: list[tuple[bool, str]] = field(default_factory=list)
 
-    def _hook(self, ctx: FaultContext) -> Hook:
+    def _hook(self, ctx: FaultContext) -> StepHook:
         steps = getattr(ctx.workload, "steps", None) or {}
         if self.target not in steps:
             raise FaultError(f"step: workload has no step {self.target!r} (valid: {', '.join(steps) or 'none'})")

@@ -3,7 +3,7 @@ the huge-history test.
 
 Why: a real run of a million ops takes minutes and a cluster; the report must be measured (and
 tested) on histories far larger than a test can afford to record. The shape follows the run
-engine's contract (harness.history): invoke/completion pairs per process, nemesis start/stop/probe
+engine's contract (core.history): invoke/completion pairs per process, nemesis start/stop/probe
 ops with the fault's ``name`` and ``color``, phase markers, versions per key, cache hits, a few
 fail/info completions, and some stale reads inside the fault window.
 """

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from checkers import synth
 from checkers.cli import check_main
 from checkers.edn import edn_to_history, parse_edn, read_edn_history
-from checkers.ops import clear_memo, pair
-from harness.history import HistoryError
+from core.history import HistoryError
+from core.ops import clear_memo, pair
 
 GOOD_EDN = """; a comment
 [{:process 0, :type :invoke, :f :write, :value 1}

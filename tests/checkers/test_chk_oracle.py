@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from checkers import linearizable
-from checkers.ops import clear_memo
+from core.ops import clear_memo
 
 OP = st.tuples(
     st.sampled_from(["read", "write", "cas"]),

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from checkers import durability, integrity, linearizable, session, staleness, synth, versions
-from checkers.ops import clear_memo
+from core.ops import clear_memo
 
 # CACHECERT_EXAMPLES=1000 for a longer hunt (the default keeps the suite quick)
 SETTINGS = settings(max_examples=int(os.environ.get("CACHECERT_EXAMPLES", "60")), deadline=None,

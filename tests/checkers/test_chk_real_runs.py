@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from checkers import run_checkers
-from harness.history import load_history
+from core.history import load_history
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

@@ -21,7 +21,7 @@ from checkers import (
     staleness,
     versions,
 )
-from checkers.ops import clear_memo, pair
+from core.ops import clear_memo, pair
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ from checkers import (
     staleness,
     versions,
 )
-from checkers.ops import Who, clear_memo, nothing_to_judge, who
+from core.ops import Who, clear_memo, nothing_to_judge, who
 from workloads import (
     cache_warming,
     crashed_subscriber,

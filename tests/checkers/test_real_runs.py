@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 
 from checkers import run_checkers
+from core.history import load_history
 from harness.cluster import Cluster
-from harness.history import load_history
 from harness.runner import Run, RunConfig, prepare
 
 RUNS: dict[str, dict[str, Any]] = {

@@ -6,7 +6,7 @@ one place, keeps the checkers consistent with each other (the same op has the sa
 version and flags everywhere) and fast: ``pair`` is one pass over the history, and its result is
 memoised so ``run_checkers`` pays for it once even with nine checkers.
 
-Conventions (from harness/history.py): a process has one outstanding op; ``info`` and a missing
+Conventions (from core/history.py): a process has one outstanding op; ``info`` and a missing
 completion both mean "indeterminate" (complete time = +inf); ``fail`` means "did not happen".
 The op's value is the completion's for reads (what was read) and the invoke's for writes (what was
 written). Nemesis ops (``process: "nemesis"``) are kept aside as fault windows.
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.history import TYPES, HistoryError
+from core.history import TYPES, HistoryError
 
 INF = math.inf
 READ_FS = frozenset({"read"})
