@@ -145,30 +145,20 @@ def build_parser(extensions: bool = True) -> tuple[argparse.ArgumentParser, dict
     dn.add_argument("--force", action="store_true", help="also stop clusters of runs still alive")
     handlers["down"] = cmd_down
 
-    for register in _extensions() if extensions else ():
-        register(sub, handlers)
+    if extensions:
+        _register_extensions(sub, handlers)
     return p, handlers
 
 
-def _extensions() -> list[Callable[[argparse._SubParsersAction, dict[str, Handler]], None]]:
-    """Subcommands contributed by other modules (run engine, checkers, reports, ...)."""
-    import importlib
+def _register_extensions(sub: argparse._SubParsersAction, handlers: dict[str, Handler]) -> None:
+    """The subcommands of the other modules (run engine, checkers, reports, search): plain imports,
+    here rather than at the top so that up/status/down load none of them. A module that fails to
+    import is an error of the harness, not a command that quietly goes missing."""
+    from checkers import cli as checkers_cli
+    from harness import report_cli, run_cli, search_cli
 
-    out = []
-    for mod in ("harness.run_cli", "checkers.cli", "harness.report_cli", "harness.search_cli"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name == mod:
-                continue
-            print(f"cachecert: warning: {mod} unavailable: {e}", file=sys.stderr)
-            continue
-        except Exception as e:  # noqa: BLE001 - one broken module must not take every command down
-            print(f"cachecert: warning: {mod} unavailable: {type(e).__name__}: {e}", file=sys.stderr)
-            continue
-        if hasattr(m, "register"):
-            out.append(m.register)
-    return out
+    for module in (run_cli, checkers_cli, report_cli, search_cli):
+        module.register(sub, handlers)
 
 
 def main(argv: list[str] | None = None) -> int:
