@@ -17,24 +17,6 @@ from typing import Any
 
 from core.verdict import UsageError
 
-# what each fault kind does (README's table); a kind missing here still lists, with its parameters
-FAULT_TEXT: dict[str, str] = {
-    "latency": "adds latency to every byte through the service's proxy",
-    "bandwidth": "limits the proxy's bandwidth",
-    "slow_close": "delays closing connections",
-    "timeout": "stops all data and closes the connection after ms (0: never; ambiguous commits with "
-               "stream=downstream)",
-    "reset_peer": "resets connections (TCP RST) after ms",
-    "slicer": "slices data into small packets with delays between them",
-    "limit_data": "closes the connection after bytes have passed",
-    "down": "disables the proxy: connections refused at once (a crash, seen from the client)",
-    "partition": "black hole both ways: calls hang until the client's timeout",
-    "kill": "SIGKILL of the service (restarted when the fault ends)",
-    "pause": "SIGSTOP of the service until the fault ends (SIGCONT)",
-    "restart": "clean restart of the service",
-    "crash-node": "an application node (in-process cache, subscriber) dies and is rebuilt empty",
-    "step": "a workload's scenario event (e.g. a schema migration), played on the fault timeline",
-}
 KINDS_ALIASES = {"workload": "workloads", "strategy": "strategies", "fault": "faults", "plan": "plans",
                  "run": "runs"}
 WHAT = ("runs", "workloads", "strategies", "faults", "plans")
@@ -151,33 +133,16 @@ def strategy_entries(workload: str | None = None) -> list[Entry]:
 
 # -- faults and plans -------------------------------------------------------------------------------
 def fault_entries() -> list[Entry]:
-    from harness.faults import KINDS, PROXY_KINDS, SERVICE_KINDS
-    from harness.faults.proxy import DEFAULTS, TOXIC_ATTRS
+    """Every registered fault kind (built-in or plugin), as its class declares it."""
+    from harness.faults import REGISTRY, TARGETS
 
     out = []
-    for kind in KINDS:
-        if kind in TOXIC_ATTRS:
-            defaults = DEFAULTS.get(kind, {})
-            ps = [f"{p}={defaults[p]}" if p in defaults else p for p in TOXIC_ATTRS[kind]]
-            params = " ".join([*ps, "stream=downstream|upstream|both"])
-        else:
-            params = "(none)"
-        if kind in PROXY_KINDS:
-            target = "SERVICE or SERVICE.LINK (its proxy)"
-        elif kind in SERVICE_KINDS:
-            target = "SERVICE (its process)"
-        elif kind == "crash-node":
-            target = "NODE (application node number, from 0)"
-        else:
-            target = "STEP (a workload's step name; see `ls plans`)"
-        out.append(Entry(kind, FAULT_TEXT.get(kind, "(no description)"), params,
-                         {"target": target, "example": _fault_example(kind)}))
+    for kind, cls in REGISTRY.items():
+        k = cls.kinds[kind]
+        params = " ".join(p.text(name) for name, p in k.params.items()) or "(none)"
+        out.append(Entry(kind, k.text or "(no description)", params,
+                         {"target": TARGETS[cls.targets], "example": f"{kind}:{k.example}@2+3"}))
     return out
-
-
-def _fault_example(kind: str) -> str:
-    target = {"crash-node": "1", "step": "NAME"}.get(kind, "postgres" if kind == "timeout" else "redis")
-    return f"{kind}:{target}@2+3"
 
 
 def plan_entries(workload: str | None = None) -> list[Entry]:

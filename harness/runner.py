@@ -30,13 +30,13 @@ from core.history import HistoryWriter, load_history_tail
 from core.verdict import Exit, Verdict
 from harness import faults, store
 from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
-from harness.faults import FaultContext, FaultError, Scheduled
+from harness.faults import FaultContext, FaultError, RunContext, Scheduled
 from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
 from harness.lifecycle import Interrupts
 from harness.nemesis import Nemesis
 from harness.nodes import NodeDown, NodePool
 from strategies.base import DefiniteFailure, Env, ParamError
-from workloads.base import Direct, Workload, missing_for
+from workloads.base import Direct, Workload
 
 log = logging.getLogger("cachecert")
 FINAL_PROCESS = 1_000_000  # final reads use process ids from here, far from the workers'
@@ -136,34 +136,31 @@ def prepare(cfg: RunConfig) -> Prepared:
         schedule = resolve_faults(cfg, wl, services)
     except FaultError as e:
         raise ConfigError(str(e)) from None
-    if any(s.fault.kind == "crash-node" and int(s.fault.target) >= cfg.nodes for s in schedule
-           if s.fault.target.isdigit()):
-        raise ConfigError(f"a crash-node fault names a node this run does not have (nodes: {cfg.nodes})")
     try:
         check_plan(wl, cfg)
     except CheckerLookupError as e:
         raise ConfigError(str(e)) from None
-    for s in schedule:
-        if s.fault.kind == "step" and s.fault.target not in wl.steps:
-            raise ConfigError(f"step:{s.fault.target}: workload {wl.name} has no such step "
-                              f"(valid: {', '.join(wl.steps) or 'none'})")
     _refuse_toothless_plan(cfg, wl, cls, name, schedule)
     return Prepared(cfg, wl, cls, name, schedule, gen, services)
 
 
 def _refuse_toothless_plan(cfg: RunConfig, wl: Workload, cls: type, name: str, schedule: list[Scheduled]) -> None:
     """A plan that cannot take effect in this configuration is refused, naming what it needs: a plan
-    meant for other strategies (it faults a link this one never opens), a step whose ``@requires``
-    check fails (too few nodes, no lock holder...)."""
+    meant for other strategies (it faults a link this one never opens), or a fault whose own
+    ``validate`` refuses this run (a node it does not have, a step the workload lacks or whose
+    ``@requires`` check fails: too few nodes, no lock holder...)."""
     plan = None if cfg.faults_file else (cfg.faults or wl.default_plan)
     label = f"plan {plan}" if plan in wl.plans else "the fault schedule"
     meant = wl.plan_strategies.get(plan or "", ()) if plan in wl.plans else ()
     if meant and name not in meant:
         raise ConfigError(f"{label} of {wl.name} only takes effect with {', '.join(meant)}: {name} does not use "
                           f"what it faults (use -s {meant[0]}, or another plan)")
+    run = RunContext(cfg, wl, cls, name, label)
     for s in schedule:
-        if s.fault.kind == "step" and (missing := missing_for(wl.steps[s.fault.target], cfg, cls)):
-            raise ConfigError(f"{label}: step {s.fault.target} needs {missing}")
+        try:
+            s.fault.validate(run)
+        except FaultError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _mix_ok(mix: Any) -> bool:

@@ -10,43 +10,145 @@ AT and DURATION are seconds or a percentage of the time limit. Files hold one it
 comments) or a JSON list of objects ``{"kind", "target", "at", "duration", ...params}``; errors
 name the file and line. ``random`` draws a schedule from a workload's fault menu with the run's
 seed, so the same seed gives the same faults.
+
+**Adding a fault is adding a file.** The registry (``REGISTRY``: kind -> class) holds every class
+in a module of harness/faults/ that subclasses ``BaseFault`` and declares ``kinds`` itself (see
+harness/faults/base.py for what a class declares: kinds with their text, colour and parameters,
+its target type, ``start``/``stop``/``probe`` and a ``validate`` hook), listed in the order of
+``TARGETS`` (proxy, service, node, step), then module and class order. ``make_fault``, ``KINDS``
+and ``PALETTE`` are derived from it, so a new kind parses, lists (``cachecert ls faults``), colours
+its report windows, is validated before a run and probed during it without an edit elsewhere.
+
+Your own faults, outside this package: name them in ``$CACHECERT_FAULTS``, a list separated like
+``PATH`` (``:``) of directories (every ``*.py`` in them, ``_``-prefixed ones excepted), ``.py``
+files or importable module names (``mypkg.faults``). They are loaded with the registry, so every
+command (``run``, ``rerun``, ``ls faults``, ``search``...) knows them; ``load_plugins`` does the
+same from code. A plugin kind that a built-in already has is refused (see ``BROKEN``).
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import inspect
 import json
+import os
+import pkgutil
 import random
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from harness.faults.base import BaseFault, Fault, FaultContext, FaultError
-from harness.faults.node import CrashNode
-from harness.faults.process import Kill, Pause, Restart
-from harness.faults.proxy import Partition, ProxyDown, ToxicFault
-from harness.faults.step import Step
-from harness.toxiproxy import TOXIC_TYPES
+from harness.faults.base import TARGETS, BaseFault, Fault, FaultContext, FaultError, Kind, Param, RunContext
 
-PROXY_KINDS = (*TOXIC_TYPES, "down", "partition")
-SERVICE_KINDS = ("kill", "pause", "restart")
-KINDS = (*PROXY_KINDS, *SERVICE_KINDS, "crash-node", "step")  # step: a workload hook (harness/faults/step.py)
+PLUGINS_ENV = "CACHECERT_FAULTS"
+REGISTRY: dict[str, type[BaseFault]] = {}  # kind -> fault class, in listing order
+BROKEN: dict[str, str] = {}  # module -> why its faults are not registered
+
+
+def _fault_classes(mod: ModuleType) -> list[type[BaseFault]]:
+    """The fault classes ``mod`` defines (each declaring its own ``kinds``), in definition order."""
+    return [obj for obj in vars(mod).values()
+            if inspect.isclass(obj) and issubclass(obj, BaseFault) and obj.__module__ == mod.__name__
+            and obj.__dict__.get("kinds")]
+
+
+def _add(mod: ModuleType, source: str) -> list[str]:
+    found: dict[str, type[BaseFault]] = {}
+    for cls in _fault_classes(mod):
+        for kind in cls.kinds:
+            if kind in REGISTRY or kind in found:
+                other = REGISTRY.get(kind) or found[kind]
+                BROKEN[source] = f"fault kind {kind!r} of {cls.__name__} is already {other.__module__}.{other.__name__}'s"
+                return []
+            if cls.targets not in TARGETS:
+                BROKEN[source] = f"{cls.__name__}.targets must be one of {', '.join(TARGETS)}, got {cls.targets!r}"
+                return []
+            found[kind] = cls
+    order = list(TARGETS)
+    merged = {**REGISTRY, **found}
+    ranked = sorted(enumerate(merged.items()), key=lambda e: (order.index(e[1][1].targets), e[0]))
+    REGISTRY.clear()
+    REGISTRY.update(kv for _, kv in ranked)
+    return list(found)
+
+
+def _import_file(path: Path) -> ModuleType:
+    name = f"cachecert_fault_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # before running it: dataclasses look their module up
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return mod
+
+
+def load_plugins(*entries: str | Path) -> list[str]:
+    """Register the faults of each entry: a directory (its ``*.py`` modules), a ``.py`` file, or a
+    module name. Returns the kinds added; an entry that fails to load is recorded in ``BROKEN``."""
+    added: list[str] = []
+    for entry in entries:
+        text = str(entry)
+        path = Path(text)
+        if path.is_dir():
+            files = sorted(f for f in path.glob("*.py") if not f.name.startswith("_"))
+        elif text.endswith(".py"):
+            files = [path]
+        else:
+            files = []
+        try:
+            if files or path.is_dir():
+                for f in files:
+                    try:
+                        added += _add(_import_file(f), str(f))
+                    except Exception as e:  # noqa: BLE001 - one broken plugin must not hide the others
+                        BROKEN[str(f)] = f"{type(e).__name__}: {e}"
+            else:
+                added += _add(importlib.import_module(text), text)
+        except Exception as e:  # noqa: BLE001
+            BROKEN[text] = f"{type(e).__name__}: {e}"
+    return added
+
+
+def _discover() -> None:
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        name = f"{__name__}.{info.name}"
+        try:
+            _add(importlib.import_module(name), name)
+        except Exception as e:  # noqa: BLE001 - one broken module must not hide the others
+            BROKEN[name] = f"{type(e).__name__}: {e}"
+    plugins = [e for e in os.environ.get(PLUGINS_ENV, "").split(os.pathsep) if e.strip()]
+    load_plugins(*plugins)
+
+
+def __getattr__(name: str) -> Any:
+    """``KINDS`` (every kind, in listing order) and ``PALETTE`` (kind -> colour), always read from
+    the registry, so a plugin loaded later is in them too."""
+    if name == "KINDS":
+        return tuple(REGISTRY)
+    if name == "PALETTE":
+        return {kind: cls.kinds[kind].color for kind, cls in REGISTRY.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_fault(kind: str, target: str, params: dict[str, Any] | None = None,
                services: tuple[str, ...] | None = None) -> Fault:
-    params = dict(params or {})
-    if kind not in KINDS:
-        raise FaultError(f"unknown fault {kind!r} (valid: {', '.join(KINDS)})")
-    # a target is a service's proxy, or an extra link proxy to it named SERVICE.SUFFIX (Cluster.add_proxy)
-    if kind not in ("crash-node", "step") and services is not None and target.partition(".")[0] not in services:
-        raise FaultError(f"{kind}: unknown target {target!r} (this run's services: {', '.join(services)})")
-    if kind in TOXIC_TYPES:
-        return ToxicFault(kind, target, params)
-    if params:
-        raise FaultError(f"{kind} takes no parameters, got {', '.join(params)}")
-    cls = {"down": ProxyDown, "partition": Partition, "kill": Kill, "pause": Pause, "restart": Restart,
-           "crash-node": CrashNode, "step": Step}[kind]
-    return cls(kind=kind, target=target)
+    cls = REGISTRY.get(kind)
+    if cls is None:
+        broken = f"; fault modules that failed to load: {', '.join(f'{m} ({e})' for m, e in BROKEN.items())}" \
+            if BROKEN else ""
+        raise FaultError(f"unknown fault {kind!r} (valid: {', '.join(REGISTRY)}){broken}")
+    cls.check_target(kind, target, services)
+    return cls(kind=kind, target=target, params=dict(params or {}))
 
 
 @dataclass
@@ -60,9 +162,8 @@ class Scheduled:
         return self.at + self.duration
 
     def to_dict(self) -> dict[str, Any]:
-        p = {k: v for k, v in self.fault.params.items() if not (k == "stream" and v == "downstream")}
         return {"kind": self.fault.kind, "target": self.fault.target, "at": round(self.at, 3),
-                "duration": round(self.duration, 3), **p}
+                "duration": round(self.duration, 3), **self.fault.text_params()}
 
     def to_text(self) -> str:
         d = self.to_dict()
@@ -113,7 +214,7 @@ def validate(schedule: list[Scheduled], time_limit: float, where: list[str] | No
         label = where[i] if where else s.to_text()
         if s.at < 0:
             raise FaultError(f"{label}: starts before the run ({s.at:g} s)")
-        if s.duration <= 0 and s.fault.kind != "restart":
+        if s.duration <= 0 and not s.fault.instant:
             raise FaultError(f"{label}: duration must be > 0, got {s.duration:g} s")
         if s.end > time_limit + 1e-9:
             raise FaultError(f"{label}: ends at {s.end:g} s, after the run's {time_limit:g} s time limit")
@@ -194,5 +295,8 @@ def random_schedule(menu: list[str], time_limit: float, seed: int, n: int | None
     return out
 
 
-__all__ = ["BaseFault", "Fault", "FaultContext", "FaultError", "KINDS", "Scheduled", "make_fault", "parse",
-           "load_file", "save_file", "random_schedule"]
+_discover()
+
+__all__ = ["BROKEN", "REGISTRY", "TARGETS", "BaseFault", "Fault", "FaultContext", "FaultError", "KINDS", "Kind",
+           "PALETTE", "Param", "RunContext", "Scheduled", "load_plugins", "make_fault", "parse", "load_file",
+           "save_file", "random_schedule"]

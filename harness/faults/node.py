@@ -5,13 +5,21 @@ shutdown; the restart builds a fresh strategy instance, as a redeployed process 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-from harness.faults.base import BaseFault, FaultContext, FaultError
+from harness.faults.base import BaseFault, FaultContext, FaultError, Kind, RunContext
 
 
 @dataclass
 class CrashNode(BaseFault):
+    kinds: ClassVar[dict[str, Kind]] = {
+        "crash-node": Kind("an application node (in-process cache, subscriber) dies and is rebuilt empty", "#2c3e50",
+                           example="1")}
+    targets: ClassVar[str] = "node"
 
+    def validate(self, run: RunContext) -> None:
+        if self.target.isdigit() and int(self.target) >= run.config.nodes:
+            raise FaultError(f"a crash-node fault names a node this run does not have (nodes: {run.config.nodes})")
     def _index(self, ctx: FaultContext) -> int:
         try:
             i = int(self.target)

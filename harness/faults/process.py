@@ -11,8 +11,9 @@ pause is verified by the request being held until the process was resumed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from harness.faults.base import BaseFault, FaultContext
+from harness.faults.base import BaseFault, FaultContext, Kind
 from harness.faults.probe import expect_silence, roundtrip
 
 
@@ -22,6 +23,8 @@ def _direct_port(ctx: FaultContext, target: str) -> int:
 
 @dataclass
 class Kill(BaseFault):
+    kinds: ClassVar[dict[str, Kind]] = {"kill": Kind("SIGKILL of the service (restarted when the fault ends)", "#34495e")}
+    targets: ClassVar[str] = "service"
 
     def start(self, ctx: FaultContext) -> None:
         ctx.cluster.service(self.target).kill()
@@ -38,6 +41,8 @@ class Kill(BaseFault):
 
 @dataclass
 class Pause(BaseFault):
+    kinds: ClassVar[dict[str, Kind]] = {"pause": Kind("SIGSTOP of the service until the fault ends (SIGCONT)", "#8e44ad")}
+    targets: ClassVar[str] = "service"
 
     def start(self, ctx: FaultContext) -> None:
         ctx.cluster.service(self.target).pause()
@@ -52,6 +57,9 @@ class Pause(BaseFault):
 
 @dataclass
 class Restart(BaseFault):
+    kinds: ClassVar[dict[str, Kind]] = {"restart": Kind("clean restart of the service", "#16a085")}
+    targets: ClassVar[str] = "service"
+    instant: ClassVar[bool] = True  # over when it is done: a duration of 0 is fine
     restarted: bool = field(default=False, repr=False, compare=False)
 
     def start(self, ctx: FaultContext) -> None:

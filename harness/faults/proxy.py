@@ -22,9 +22,9 @@ import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from harness.faults.base import BaseFault, FaultContext, FaultError
+from harness.faults.base import BaseFault, FaultContext, Kind, Param
 from harness.faults.probe import HOLD_MIN_MS, base_service, expect_silence, held_ms, roundtrip, sample_pairs
 from harness.services.base import free_port
 from harness.toxiproxy import TOXIC_TYPES, ToxiproxyError
@@ -44,28 +44,32 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "reset_peer": {"ms": 0}, "slicer": {"size": 16, "delay_us": 1000}, "limit_data": {"bytes": 64},
 }
 
+# what each toxic does and its colour in reports
+TOXIC_TEXT: dict[str, tuple[str, str]] = {
+    "latency": ("adds latency to every byte through the service's proxy", "#f2b134"),
+    "bandwidth": ("limits the proxy's bandwidth", "#e8a0bf"),
+    "slow_close": ("delays closing connections", "#c9a0e8"),
+    "timeout": ("stops all data and closes the connection after ms (0: never; ambiguous commits with "
+                "stream=downstream)", "#e86f5b"),
+    "reset_peer": ("resets connections (TCP RST) after ms", "#d35400"),
+    "slicer": ("slices data into small packets with delays between them", "#b0c4de"),
+    "limit_data": ("closes the connection after bytes have passed", "#a3d9a5"),
+}
+STREAM = Param("downstream", choices=("downstream", "upstream", "both"), omit_default=True)
+
 FLOOR_MIN_MS = 20  # lowest delay (ms) from which "no round trip faster than it" alone confirms the toxic
+
 
 @dataclass
 class ToxicFault(BaseFault):
     """Any Toxiproxy toxic on one proxy. ``stream``: downstream, upstream or both."""
 
-    def __post_init__(self) -> None:
-        if self.kind not in TOXIC_TYPES:
-            raise FaultError(f"unknown toxic {self.kind!r}")
-        params = dict(DEFAULTS.get(self.kind, {}))
-        params.update(self.params)
-        stream = params.pop("stream", "downstream")
-        if stream not in ("downstream", "upstream", "both"):
-            raise FaultError(f"{self.kind}: stream must be downstream, upstream or both, got {stream!r}")
-        allowed = TOXIC_ATTRS[self.kind]
-        bad = [k for k in params if k not in allowed]
-        if bad:
-            raise FaultError(f"{self.kind}: unknown parameter {bad[0]!r} (valid: stream, {', '.join(allowed)})")
-        for k, v in params.items():
-            if not isinstance(v, (int, float)) or v < 0:
-                raise FaultError(f"{self.kind}: {k} must be a number >= 0, got {v!r}")
-        self.params = {**params, "stream": stream}
+    kinds: ClassVar[dict[str, Kind]] = {
+        t: Kind(TOXIC_TEXT[t][0], TOXIC_TEXT[t][1],
+                {**{p: Param(DEFAULTS.get(t, {}).get(p)) for p in TOXIC_ATTRS[t]}, "stream": STREAM},
+                example="postgres" if t == "timeout" else "redis")
+        for t in TOXIC_TYPES}
+    targets: ClassVar[str] = "proxy"
 
     def _streams(self) -> list[str]:
         s = self.params["stream"]
@@ -195,6 +199,9 @@ def baseline_proxy(ctx: FaultContext, target: str) -> Iterator[tuple[int, str]]:
 class ProxyDown(BaseFault):
     """The proxy is disabled: new connections are refused, live ones closed (fast failure)."""
 
+    kinds: ClassVar[dict[str, Kind]] = {
+        "down": Kind("disables the proxy: connections refused at once (a crash, seen from the client)", "#7f8c8d")}
+    targets: ClassVar[str] = "proxy"
 
     def start(self, ctx: FaultContext) -> None:
         ctx.cluster.toxiproxy.set_enabled(self.target, False)
@@ -211,6 +218,9 @@ class ProxyDown(BaseFault):
 class Partition(BaseFault):
     """Black hole in both directions: the link is up but nothing crosses; calls hang."""
 
+    kinds: ClassVar[dict[str, Kind]] = {
+        "partition": Kind("black hole both ways: calls hang until the client's timeout", "#c0392b")}
+    targets: ClassVar[str] = "proxy"
 
     def start(self, ctx: FaultContext) -> None:
         for stream in ("downstream", "upstream"):

@@ -18,10 +18,10 @@ check's one line, instead of running a plan that does not do what its name says.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from harness.faults.base import BaseFault, FaultContext, FaultError
-from workloads.base import NothingDone, StepHook
+from harness.faults.base import BaseFault, FaultContext, FaultError, Kind, RunContext
+from workloads.base import NothingDone, StepHook, missing_for
 
 
 def outcome(result: Any) -> tuple[bool, str]:
@@ -35,7 +35,21 @@ def outcome(result: Any) -> tuple[bool, str]:
 
 @dataclass
 class Step(BaseFault):
+    kinds: ClassVar[dict[str, Kind]] = {
+        "step": Kind("a workload's scenario event (e.g. a schema migration), played on the fault timeline", "#2980b9",
+                     example="NAME")}
+    targets: ClassVar[str] = "step"
+
     observed: list[tuple[bool, str]] = field(default_factory=list)
+
+    def validate(self, run: RunContext) -> None:
+        """The workload has the step, and the run has what its ``@requires`` check asks for."""
+        wl = run.workload
+        if self.target not in wl.steps:
+            raise FaultError(f"step:{self.target}: workload {wl.name} has no such step "
+                             f"(valid: {', '.join(wl.steps) or 'none'})")
+        if missing := missing_for(wl.steps[self.target], run.config, run.strategy_cls):
+            raise FaultError(f"{run.label}: step {self.target} needs {missing}")
 
     def _hook(self, ctx: FaultContext) -> StepHook:
         steps = getattr(ctx.workload, "steps", None) or {}
