@@ -145,7 +145,8 @@ def _overlay(base: dict[str, dict[str, Any]], top: dict[str, dict[str, Any]]) ->
 
 
 def _summary(r: dict[str, Any]) -> str:
-    if r.get("valid") is False:
+    verdict = Verdict.of(r.get("valid"))
+    if verdict is Verdict.INVALID:
         an = r.get("anomalies") or []
         types: dict[str, int] = {}
         for a in an:
@@ -154,7 +155,7 @@ def _summary(r: dict[str, Any]) -> str:
         t = ", ".join(f"{n} {k}" for k, n in (counts or types).items() if n)
         first = an[0].get("explanation", "") if an else ""
         return f"{t}. {first}".strip()
-    if r.get("valid") == "unknown":
+    if verdict is Verdict.UNKNOWN:
         return str(r.get("reason") or r.get("error") or r.get("note") or "")
     return ""
 
@@ -242,21 +243,17 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     results["history"] = str(path)
     results["format"] = fmt
-    verdict = results["valid"]
+    verdict = Verdict.of(results["valid"])
     if not args.quiet:
         for name, r in results["checkers"].items():
-            v = r.get("valid")
-            word = Verdict.of(v).short
-            s = _summary(r)
-            print(f"  {name:<13} {word:<8} {s[:300]}")
+            print(f"  {name:<13} {Verdict.of(r.get('valid')).short:<8} {_summary(r)[:300]}")
         if results.get("history_truncated"):
             print(f"  {results['history_truncated']['message']}")
     n = len(results["checkers"])
     why = ""
-    if verdict not in (True, False) and results.get("unknown_reasons"):
+    if verdict is Verdict.UNKNOWN and results.get("unknown_reasons"):
         why = f" ({results['unknown_reasons'][0]})"
-    word = Verdict.of(verdict).word
-    print(f"{word}: {path} ({results['ops']} ops, {n} checker{'s' if n != 1 else ''}){why}")
+    print(f"{verdict.word}: {path} ({results['ops']} ops, {n} checker{'s' if n != 1 else ''}){why}")
     if args.out:
         try:
             Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
@@ -265,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
         if not args.quiet:
             print(f"results: {args.out}")
-    return Verdict.of(verdict).exit_code
+    return verdict.exit_code
 
 
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:

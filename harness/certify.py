@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.verdict import Exit, Verdict
+from core.verdict import Exit, Verdict, merge, word
 from harness import store
 from harness.report import converge_s, status_notes
 from harness.report import html as H
@@ -45,7 +45,8 @@ GUARANTEES: list[tuple[str, str, str, tuple[str, ...], tuple[str, ...]]] = [
     ("herd-bound", "herd bound", "herd", (), ()),
     ("convergence", "convergence", "convergence", (), ()),
 ]
-STATUS_OF = {True: "pass", False: "fail"}
+# a guarantee cell's status per verdict, and its text (n/a: the workload does not check it)
+STATUS_OF = {Verdict.VALID: "pass", Verdict.INVALID: "fail", Verdict.UNKNOWN: "unknown"}
 CELL_TEXT = {"pass": "pass", "fail": "FAIL", "unknown": "?", "n/a": "–"}
 
 
@@ -60,14 +61,14 @@ def guarantees_of(results: dict[str, Any], bound_ms: float | None = None) -> dic
             continue
         valid = r.get("valid")
         anomalies = [a for a in r.get("anomalies") or [] if isinstance(a, dict)]
-        status = STATUS_OF.get(valid, "unknown")  # type: ignore[arg-type]
+        status = STATUS_OF[Verdict.of(valid)]
         mine = anomalies
         if subs or types:
             sub = next((r[s] for s in subs if s in r), None)
             if isinstance(sub, dict) and "valid" in sub:
-                status = STATUS_OF.get(sub["valid"], "unknown")
+                status = STATUS_OF[Verdict.of(sub["valid"])]
             elif isinstance(sub, bool):
-                status = STATUS_OF[sub]
+                status = STATUS_OF[Verdict.of(sub)]
             else:
                 mine = [a for a in anomalies if str(a.get("type", "")).lower() in types]
                 if mine:
@@ -242,7 +243,7 @@ def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None)
                 cell.notes = status_notes(results)
                 cell.guarantees = guarantees_of(results, _bound(prepared.workload, cfg))
                 cell.figures = run_figures(run.dir, results)
-                log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: {H.verdict_word(cell.valid)} "
+                log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: {word(cell.valid)} "
                     f"({time.monotonic() - t0:.1f} s) {run.dir}")
     finally:
         if own:
@@ -293,26 +294,23 @@ def run_figures(run_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
 
 
 def merged_exit(cells: list[Cell]) -> int:
-    if any(c.valid is False for c in cells):
-        return Exit.INVALID
-    if any(c.exit_code == Exit.HARNESS for c in cells):
+    """The merged verdict's exit code; a harness failure outranks unknown (not an anomaly found)."""
+    verdict = Verdict.merge(c.valid for c in cells)
+    if verdict is not Verdict.INVALID and any(c.exit_code == Exit.HARNESS for c in cells):
         return Exit.HARNESS
-    if not cells or any(c.valid is not True for c in cells):
-        return Exit.UNKNOWN
-    return Exit.VALID
+    return verdict.exit_code
 
 
 def merged_valid(cells: list[Cell]) -> Any:
-
-    return Verdict.merge(c.valid for c in cells).value
+    return merge(c.valid for c in cells)
 
 
 # -- pages -------------------------------------------------------------------------------------
 def _cell_html(c: Cell, gid: str | None, index_dir: Path) -> str:
     if gid is None:  # the run's own verdict: results.json's valid, never recomputed from checkers
-        status = {True: "pass", False: "fail"}.get(c.valid, "unknown")
+        status = STATUS_OF[Verdict.of(c.valid)]
         why = [w for w in (c.error, *c.notes) if w]
-        text, detail = H.verdict_word(c.valid), "; ".join(why) or f"exit code {c.exit_code}"
+        text, detail = word(c.valid), "; ".join(why) or f"exit code {c.exit_code}"
     else:
         g = c.guarantees.get(gid) or {"status": "n/a", "detail": c.error or "not run"}
         status, detail = g["status"], g["detail"]
@@ -348,7 +346,7 @@ def write_certificate(strategy: str, cells: list[Cell], out_dir: Path, plan: Pla
     store.write_json(out_dir / "certificate.json", cert)
     titles = {g[0]: g[1] for g in GUARANTEES}
     body = [f'<!-- cachecert-certificate --><div class="banner v-{H.verdict_class(valid)}" id="verdict" '
-            f'data-verdict="{H.verdict_class(valid)}">{esc(strategy)}: {H.verdict_word(valid)}'
+            f'data-verdict="{H.verdict_class(valid)}">{esc(strategy)}: {word(valid)}'
             f'<small>certification over {len(cells)} runs · {esc(cert["created"])}</small></div><main>',
             f"<h1>Certificate: {esc(strategy)}</h1>"]
     if plan.params:
@@ -403,7 +401,7 @@ def _runs_table(cells: list[Cell]) -> str:
         rerun = f"cachecert rerun {c.run_dir}" if c.run_dir else (c.error or "")
         why = f' <span class="note">{esc("; ".join(c.notes))}</span>' if c.notes else ""
         out.append(f"<tr><td>{esc(c.workload)}</td><td>{esc(c.strategy)}</td><td>{esc(c.plan)}</td>"
-                   f"<td>{H.tag(c.valid, H.verdict_word(c.valid))}{why}</td><td><code>{esc(rerun)}</code></td></tr>")
+                   f"<td>{H.tag(c.valid, word(c.valid))}{why}</td><td><code>{esc(rerun)}</code></td></tr>")
     out.append("</table>")
     return "".join(out)
 

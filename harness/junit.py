@@ -16,6 +16,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+from core.verdict import Verdict
+
 MAX_BODY_ANOMALIES = 20
 
 
@@ -44,9 +46,9 @@ def suite_for(results: dict[str, Any], label: str | None = None) -> ET.Element:
         tests += 1
         tc = ET.SubElement(suite, "testcase", classname=classname, name=cname,
                            time=f"{float(r.get('time_s', 0) or 0):.3f}")
-        valid = r.get("valid")
+        verdict = Verdict.of(r.get("valid"))
         anomalies = [a for a in r.get("anomalies") or [] if isinstance(a, dict)]
-        if valid is False:
+        if verdict is Verdict.INVALID:
             failures += 1
             first = anomalies[0] if anomalies else {}
             msg = f"{len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}"
@@ -59,7 +61,7 @@ def suite_for(results: dict[str, Any], label: str | None = None) -> ET.Element:
             el = ET.SubElement(tc, "failure", message=_text(msg, 500),
                                type=_text(first.get("type", "anomaly") if first else "invalid"))
             el.text = _text(body, 20000)
-        elif valid is not True:
+        elif verdict is Verdict.UNKNOWN:
             errors += 1
             el = ET.SubElement(tc, "error", type="unknown",
                                message=_text(f"verdict unknown: {r.get('error') or 'the checker could not decide'}",

@@ -262,12 +262,15 @@ def cachecert_reset(cachecert_cluster: Any) -> Iterator[Any]:
 
 
 def _record(item: pytest.Item, results: dict[str, Any]) -> None:
+    from core.verdict import Verdict
+
     run_dir = results.get("run_dir")
     report = Path(run_dir) / "report.html" if run_dir else None
     path = str(report if report is not None and report.exists() else run_dir)
     item.user_properties.append(("cachecert_report", path))
-    item.user_properties.append(("cachecert_verdict", _verdict(results.get("valid"))))
-    item.config.stash[_RUNS].append({"nodeid": item.nodeid, "verdict": _verdict(results.get("valid")),
+    verdict = Verdict.of(results.get("valid")).short
+    item.user_properties.append(("cachecert_verdict", verdict))
+    item.config.stash[_RUNS].append({"nodeid": item.nodeid, "verdict": verdict,
                                      "report": path, "results": results})
 
 
@@ -338,15 +341,13 @@ def pytest_runtest_call(item: pytest.Item) -> None:
 
 
 # -- messages ---------------------------------------------------------------------------------
-def _verdict(valid: Any) -> str:
-    return {True: "valid", False: "INVALID"}.get(valid, "UNKNOWN")  # type: ignore[arg-type]
-
-
 def failure_message(results: dict[str, Any], nodeid: str = "", max_anomalies: int = 3) -> str:
     """The anomalies in words, the faults, and where the evidence is."""
+    from core.verdict import Verdict
+
     run_dir = results.get("run_dir")
     head = (f"cachecert: {results.get('workload')}/{results.get('strategy')} (seed {results.get('seed')}) "
-            f"is {_verdict(results.get('valid'))}" + (f" in {nodeid}" if nodeid else ""))
+            f"is {Verdict.of(results.get('valid')).short}" + (f" in {nodeid}" if nodeid else ""))
     lines = [head]
     from harness.report import status_notes
 
@@ -354,12 +355,13 @@ def failure_message(results: dict[str, Any], nodeid: str = "", max_anomalies: in
     if notes:
         lines.append("  why: " + "; ".join(notes))
     for name, r in (results.get("checkers") or {}).items():
-        if r.get("valid") is True:
+        verdict = Verdict.of(r.get("valid"))
+        if verdict is Verdict.VALID:
             continue
         anomalies = r.get("anomalies") or []
         what = f"{len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}" if anomalies else \
             (r.get("error") or r.get("note") or r.get("reason") or "no verdict")
-        lines.append(f"  {name}: {_verdict(r.get('valid'))}: {what}")
+        lines.append(f"  {name}: {verdict.short}: {what}")
         for a in anomalies[:max_anomalies]:
             text = a.get("explanation") or a.get("type")
             lines.append(f"    - {a.get('type', 'anomaly')} on key {a.get('key')}: {text}"[:600])

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from core.verdict import Exit, UsageError
+from core.verdict import Exit, UsageError, word
 from harness import paths, store
 
 
@@ -33,9 +33,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     t = time.monotonic()
     out = render(run_dir.resolve(), args.out)
     results = _read(run_dir / "results.json") or {}
-    from harness.report.html import verdict_word
-
-    print(f"{verdict_word(results.get('valid'))}  {out}  ({time.monotonic() - t:.1f} s)")
+    print(f"{word(results.get('valid'))}  {out}  ({time.monotonic() - t:.1f} s)")
     return 0
 
 
@@ -77,8 +75,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def _ls_runs(args: argparse.Namespace) -> int:
-    from harness.report.html import verdict_word
-
     rows = stored_runs(_reports_root(args))
     if args.workload:
         rows = [r for r in rows if r["workload"] == args.workload]
@@ -95,7 +91,7 @@ def _ls_runs(args: argparse.Namespace) -> int:
         extra = r["faults"] if len(r["faults"]) < 60 else r["faults"][:57] + "..."
         if r["failed"]:
             extra += "  FAILED: " + ",".join(r["failed"])
-        print(f"{verdict_word(r['valid']):<8} {r['workload']:<18} {r['strategy']:<20} {r['timestamp']:<18} "
+        print(f"{word(r['valid']):<8} {r['workload']:<18} {r['strategy']:<20} {r['timestamp']:<18} "
               f"{r['ops'] if r['ops'] is not None else '-':>8}  {extra}")
         print(f"{'':8} {r['run_dir']}")
     return 0

@@ -106,16 +106,15 @@ def _interrupt_line(at: float, judging: bool, run_dir: Path) -> None:
 
 
 def summarize(results: dict[str, Any]) -> None:
-    verdict = {True: "VALID", False: "INVALID"}.get(results.get("valid"), "UNKNOWN")  # type: ignore[arg-type]
+    verdict = Verdict.of(results.get("valid"))
     counts = results.get("counts", {})
     reasons = results.get("unknown_reasons") or []
-    why = f"  ({reasons[0]})" if verdict == "UNKNOWN" and reasons else ""
-    print(f"{verdict}  {results['workload']}/{results['strategy']}  ok={counts.get('ok', 0)} "
+    why = f"  ({reasons[0]})" if verdict is Verdict.UNKNOWN and reasons else ""
+    print(f"{verdict.word}  {results['workload']}/{results['strategy']}  ok={counts.get('ok', 0)} "
           f"fail={counts.get('fail', 0)} info={counts.get('info', 0)}  ({results.get('wall_s', 0):.1f} s){why}",
           file=sys.stderr)
     for name, r in (results.get("checkers") or {}).items():
-        v = {True: "ok", False: "FAIL"}.get(r.get("valid"), "unknown")
-        line = f"  {name:<13} {v}"
+        line = f"  {name:<13} {Verdict.of(r.get('valid')).short}"
         anomalies = r.get("anomalies") or []
         if anomalies:
             line += f"  {len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}; first: " \

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from core.verdict import Verdict, word
 from harness.report import html as H
 from harness.report.data import HistoryData, load
 from harness.report.html import esc
@@ -61,7 +62,7 @@ def render(run_dir: str | Path, out: str | Path | None = None, *, write_png: boo
     elapsed = time.monotonic() - t_start
     body += (f'<p class="note">Rendered by cachecert in {elapsed:.2f} s from {esc(run_dir)} '
              f'at {time.strftime("%Y-%m-%d %H:%M:%S")}.</p></main>')
-    title = f"{H.verdict_word(results.get('valid'))} {results.get('workload', '?')}/{results.get('strategy', '?')}"
+    title = f"{word(results.get('valid'))} {results.get('workload', '?')}/{results.get('strategy', '?')}"
     tmp = out.with_suffix(".html.tmp")
     tmp.write_text(H.page(title, body), encoding="utf-8")
     tmp.replace(out)
@@ -112,7 +113,7 @@ def _body(run_dir: Path, results: dict[str, Any], config: dict[str, Any], data: 
     why = status_notes(results)
     why_html = f'<small class="why" id="verdict-why">{esc(" · ".join(why))}</small>' if why else ""
     out = [f'<!-- {REPORT_MARKER} -->',
-           f'<div class="banner v-{cls}" id="verdict" data-verdict="{cls}">{H.verdict_word(valid)}'
+           f'<div class="banner v-{cls}" id="verdict" data-verdict="{cls}">{word(valid)}'
            f'<small>{esc(sub)}</small>{why_html}</div><main>']
     out.append(f"<h1>{esc(wl)} / {esc(strat)}</h1>")
     out.append(f'<p>exit code <b>{esc(results.get("exit_code", "?"))}</b> · '
@@ -294,7 +295,7 @@ def _checkers(results: dict[str, Any]) -> str:
         if r.get("error"):
             out.append(f'<p class="explanation">checker error: {esc(r["error"])}</p>')
         if r.get("reason"):
-            label = "why unknown" if H.verdict_class(r.get("valid")) == "unknown" else "note"
+            label = "why unknown" if Verdict.of(r.get("valid")) is Verdict.UNKNOWN else "note"
             out.append(f'<p class="explanation checker-reason">{label}: {esc(r["reason"])}</p>')
         out.append(H.kv_table(key_figures(r)))
         an = r.get("anomalies") or []

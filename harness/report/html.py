@@ -11,6 +11,8 @@ import html
 import json
 from typing import Any
 
+from core.verdict import Verdict
+
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1c2833;background:#fafbfc}
 main{max-width:1180px;margin:0 auto;padding:0 18px 40px}
@@ -38,7 +40,8 @@ img{max-width:100%;border:1px solid #e5e8ea;background:#fff}
 details summary{cursor:pointer;color:#2471a3}
 """
 
-VERDICT_TEXT = {True: "VALID", False: "INVALID"}
+# the colour class of each verdict (.v-valid / .v-invalid / .v-unknown in CSS); the words are Verdict's
+VERDICT_CLASS = {Verdict.VALID: "valid", Verdict.INVALID: "invalid", Verdict.UNKNOWN: "unknown"}
 
 
 def esc(x: Any) -> str:
@@ -46,16 +49,14 @@ def esc(x: Any) -> str:
 
 
 def verdict_class(valid: Any) -> str:
-    return {True: "valid", False: "invalid"}.get(valid, "unknown")  # type: ignore[arg-type]
-
-
-def verdict_word(valid: Any) -> str:
-    return VERDICT_TEXT.get(valid, "UNKNOWN")  # type: ignore[arg-type]
+    """The CSS class of a verdict (any JSON verdict value or Verdict)."""
+    return VERDICT_CLASS[Verdict.of(valid)]
 
 
 def tag(valid: Any, text: str | None = None) -> str:
+    """A coloured label; its text is the verdict's short word unless ``text`` is given."""
     cls = verdict_class(valid)
-    word = text or {"valid": "ok", "invalid": "FAIL", "unknown": "unknown"}[cls]
+    word = text or Verdict.of(valid).short
     return f'<span class="tag v-{cls}" data-verdict="{cls}">{esc(word)}</span>'
 
 
