@@ -18,10 +18,13 @@ the worst case, so it works hard to stay fast:
 Indeterminate ops (``info``, or never completed) have no return event: they may be linearized at any
 point after their invocation, or never; the search succeeds once every ``ok`` op is linearized.
 
-Models: ``register`` (read/write), ``cas-register`` (+ cas [old, new]), ``multi-register``
-(``txn`` of [f, register, value] micro-ops), ``mutex`` (acquire/release). On failure the result
-names the op that cannot be linearized, the longest linearizable prefix found, and the states the
-object could be in at that point, in words.
+Models (``checkers.models``): the search is generic over a model — init, step(state, op) -> (ok,
+new state), partition, describe — as in Porcupine. Built in: ``register`` (read/write),
+``cas-register`` (+ cas [old, new]), ``multi-register`` (``txn`` of [f, register, value]
+micro-ops), ``mutex`` (acquire/release); a user's own by import path (``mypkg.models:Counter``).
+Register reads, writes and cas run inlined in the search loop; other ops call the model's step. On
+failure the result names the op that cannot be linearized, the longest linearizable prefix found,
+and the states the object could be in at that point, in words.
 """
 
 from __future__ import annotations
@@ -30,112 +33,40 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from core.ops import INF, NOTHING_TO_JUDGE, Op, Who, hashable, nothing_to_judge, pair, secs, vtext
+from checkers import models
+from checkers.models import BaseModel
+from core.ops import INF, NOTHING_TO_JUDGE, Op, hashable, nothing_to_judge, pair, secs, vtext
 
-MODELS = ("register", "cas-register", "multi-register", "mutex")
-ILLEGAL = object()
+MODELS = tuple(models.BUILTIN)
 
-# op kinds for the inlined model step
-K_READ, K_WRITE, K_CAS, K_GEN = 0, 1, 2, 3
+# op kinds in the search loop: the model's inlined register steps, or a call of its step
+K_READ, K_WRITE, K_CAS, K_GEN = models.READ, models.WRITE, models.CAS, 3
+ILLEGAL = object()  # the state after an op that cannot take effect
 
 
 class _Spec:
     """A partition's ops compiled for the search."""
 
-    __slots__ = ("ops", "kind", "a", "b", "gen", "init", "dropped", "regs")
+    __slots__ = ("ops", "kind", "a", "b", "step", "init", "dropped")
 
-    def __init__(self) -> None:
+    def __init__(self, step: Callable[[Any, Op], tuple[bool, Any]], init: Any) -> None:
         self.ops: list[Op] = []
         self.kind: list[int] = []
         self.a: list[Any] = []
         self.b: list[Any] = []
-        self.gen: Callable[[Any, Op], Any] | None = None
-        self.init: Any = None
+        self.step = step
+        self.init = init
         self.dropped = 0
-        self.regs: list[str] = []
 
 
-def _compile(ops: list[Op], model: str, initial: Any, nil_reads_any: bool) -> _Spec:
-    s = _Spec()
-    s.init = hashable(initial)
-    if model == "multi-register":
-        regs = sorted({str(m[1]) for op in ops if isinstance(op.value, (list, tuple))
-                       for m in op.value if isinstance(m, (list, tuple)) and len(m) >= 2}
-                      | ({str(k) for k in initial} if isinstance(initial, dict) else set()))
-        pos = {r: i for i, r in enumerate(regs)}
-        s.regs = regs
-        init = initial if isinstance(initial, dict) else {}
-        s.init = tuple(hashable(init.get(r, init.get(r.lstrip(":"), None))) for r in regs)
-
-        def gen(state: Any, op: Op) -> Any:
-            st = list(state)
-            for m in op.value:
-                f, r, v = m[0], pos[str(m[1])], hashable(m[2])
-                if f == "read":
-                    if v is None and nil_reads_any:
-                        continue
-                    if st[r] != v:
-                        return ILLEGAL
-                elif f == "write":
-                    st[r] = v
-                else:
-                    raise ValueError(f"multi-register: unknown micro-op {f!r}")
-            return tuple(st)
-
-        s.gen = gen
-    if model == "mutex":
-        s.init = False if initial is None else bool(initial)
-    # Values some op could observe: read results and cas preconditions. An indeterminate write (or
-    # cas) whose new value nobody observes can be dropped ("it never happened" is always allowed):
-    # had it taken effect, no op could consume its value, so some write must overwrite it before
-    # anything else succeeds, and removing it from a linearization keeps every other op legal.
-    observed: set[Any] | None = None
-    if model in ("register", "cas-register"):
-        observed = set()
-        for op in ops:
-            if op.f == "read" and op.type == "ok":
-                observed.add(hashable(op.value))
-            elif op.f == "cas" and op.type != "fail" and isinstance(op.value, (list, tuple)) and op.value:
-                observed.add(hashable(op.value[0]))
-    for op in ops:
-        if op.type == "fail":
-            s.dropped += 1
-            continue
-        f = op.f
-        if observed is not None and op.type != "ok":
-            new = op.value if f == "write" else op.value[1] if (
-                f == "cas" and isinstance(op.value, (list, tuple)) and len(op.value) == 2) else observed
-            if new is not observed and hashable(new) not in observed:
-                s.dropped += 1
-                continue
-        if model == "mutex":
-            if f == "acquire":
-                k, a, b = K_CAS, False, True
-            elif f == "release":
-                k, a, b = K_CAS, True, False
-            else:
-                raise ValueError(f"mutex model: unknown f {f!r} (op {op.index})")
-        elif model == "multi-register":
-            if f != "txn" or not isinstance(op.value, (list, tuple)):
-                raise ValueError(f"multi-register model: expected f txn with micro-ops (op {op.index})")
-            if op.type != "ok" and all(m[0] == "read" for m in op.value):
-                s.dropped += 1
-                continue
-            k, a, b = K_GEN, None, None
-        elif f == "read":
-            if op.type != "ok" or (op.value is None and nil_reads_any):
-                s.dropped += 1  # an unknown outcome constrains nothing
-                continue
-            k, a, b = K_READ, hashable(op.value), None
-        elif f == "write":
-            k, a, b = K_WRITE, hashable(op.value), None
-        elif f == "cas" and model == "cas-register":
-            v = op.value
-            if not isinstance(v, (list, tuple)) or len(v) != 2:
-                raise ValueError(f"cas op {op.index}: value must be [old, new], got {v!r}")
-            k, a, b = K_CAS, hashable(v[0]), hashable(v[1])
-        else:
-            raise ValueError(f"{model} model: unknown f {f!r} (op {op.index})")
+def _compile(ops: list[Op], model: BaseModel, initial: Any) -> _Spec:
+    """The ops the search needs (the model drops those that constrain nothing), each as an inlined
+    register step when the model offers one, else as a call of its ``step``."""
+    s = _Spec(model.step, model.init(initial, ops))
+    kept, s.dropped = model.prepare(ops)
+    for op in kept:
+        inlined = model.inline(op)
+        k, a, b = inlined if inlined is not None else (K_GEN, None, None)
         s.ops.append(op)
         s.kind.append(k)
         s.a.append(a)
@@ -156,58 +87,80 @@ class _Result:
         self.error: str | None = None
 
 
+class _Events:
+    """The ops' call and return events, in real-time order, as a doubly linked list (node 0 the
+    head, ``tail`` the end; an indeterminate op has a call and no return)."""
+
+    __slots__ = ("nxt", "prv", "is_ret", "opid", "match", "tail")
+
+    def __init__(self, ops: list[Op], by_time: bool) -> None:
+        # (time or history position, is_return, op id). At equal times a call sorts before a
+        # return: ops that touch are concurrent, never ordered on a guess.
+        ev: list[tuple[float, int, int]] = []
+        for i, op in enumerate(ops):
+            if by_time:
+                ev.append((op.t0, 0, i))
+                if op.type == "ok":
+                    ev.append((op.t1, 1, i))
+            else:
+                ev.append((op.index, 0, i))
+                if op.type == "ok":
+                    ev.append((op.cindex if op.cindex is not None else op.t1, 1, i))
+        ev.sort()
+        m = len(ev)
+        self.tail = m + 1
+        self.nxt = list(range(1, m + 2)) + [0]
+        self.prv = [0] + list(range(0, m + 1))
+        self.is_ret = [False] * (m + 2)
+        self.is_ret[self.tail] = True
+        self.opid = [0] * (m + 2)
+        self.match = [0] * (m + 2)  # a call's return node (0: none)
+        callnode = [0] * len(ops)
+        for node, (_, r, i) in enumerate(ev, start=1):
+            self.opid[node] = i
+            if r:
+                self.is_ret[node] = True
+                self.match[callnode[i]] = node
+            else:
+                callnode[i] = node
+
+
+def _identical_predecessors(s: _Spec, ev: _Events, is_ok: list[bool]) -> list[int]:
+    """For each indeterminate op, the last one invoked before it that is identical (same key, f and
+    value), or -1: identical ops are linearized in invocation order only."""
+    pred = [-1] * len(s.ops)
+    last_of: dict[Any, int] = {}
+    for node in range(1, ev.tail):
+        i = ev.opid[node]
+        if ev.is_ret[node] or is_ok[i]:
+            continue
+        op = s.ops[i]
+        ek = (op.f, op.key, s.kind[i], s.a[i], s.b[i], hashable(op.value) if s.kind[i] == K_GEN else None)
+        if ek in last_of:
+            pred[i] = last_of[ek]
+        last_of[ek] = i
+    return pred
+
+
 def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = True) -> Iterator[None]:
     """Porcupine-style WGL search over a doubly linked list of call/return events.
 
     A generator: yields every ``slice_steps`` steps so the caller can interleave partitions and
     enforce time limits. Sets ``res.valid`` when done.
+
+    From the head of the list: a call whose op can take effect in the current state (and leads to
+    an unexplored (linearized set, state)) is linearized — its call and return are lifted out of
+    the list and the search starts again from the head; a return reached first means the op it
+    ends must have taken effect before now: backtrack, undoing the last linearized op.
     """
     ops = s.ops
-    n = len(ops)
-    # events: (time or history position, is_return, op id). At equal times a call sorts before a
-    # return: ops that touch are concurrent, never ordered on a guess.
-    ev: list[tuple[float, int, int]] = []
-    for i, op in enumerate(ops):
-        if by_time:
-            ev.append((op.t0, 0, i))
-            if op.type == "ok":
-                ev.append((op.t1, 1, i))
-        else:
-            ev.append((op.index, 0, i))
-            if op.type == "ok":
-                ev.append((op.cindex if op.cindex is not None else op.t1, 1, i))
-    ev.sort()
-    m = len(ev)
-    tail = m + 1
-    nxt = list(range(1, m + 2)) + [0]
-    prv = [0] + list(range(0, m + 1))
-    is_ret = [False] * (m + 2)
-    is_ret[tail] = True
-    opid = [0] * (m + 2)
-    match = [0] * (m + 2)
-    callnode = [0] * n
-    for node, (_, r, i) in enumerate(ev, start=1):
-        opid[node] = i
-        if r:
-            is_ret[node] = True
-            match[callnode[i]] = node
-        else:
-            callnode[i] = node
-    bit = [1 << i for i in range(n)]
+    ev = _Events(ops, by_time)
+    nxt, prv, is_ret, opid, match, tail = ev.nxt, ev.prv, ev.is_ret, ev.opid, ev.match, ev.tail
+    bit = [1 << i for i in range(len(ops))]
     is_ok = [op.type == "ok" for op in ops]
     remaining = sum(is_ok)
-    # identical indeterminate ops: linearize them in invocation order only
-    pred = [-1] * n
-    last_of: dict[Any, int] = {}
-    for node in range(1, m + 1):
-        i = opid[node]
-        if is_ret[node] or is_ok[i]:
-            continue
-        ek = (ops[i].f, s.kind[i], s.a[i], s.b[i], hashable(ops[i].value) if s.kind[i] == K_GEN else None)
-        if ek in last_of:
-            pred[i] = last_of[ek]
-        last_of[ek] = i
-    kind, A, B, gen = s.kind, s.a, s.b, s.gen
+    pred = _identical_predecessors(s, ev, is_ok)
+    kind, A, B, step = s.kind, s.a, s.b, s.step
     state = s.init
     lin = 0
     cache: set[tuple[int, Any]] = set()
@@ -241,7 +194,9 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
             elif k == K_CAS:
                 ns = B[i] if state == A[i] else ILLEGAL
             else:
-                ns = gen(state, ops[i])  # type: ignore[misc]
+                ok, ns = step(state, ops[i])
+                if not ok:
+                    ns = ILLEGAL
             if ns is not ILLEGAL:
                 nl = lin | bit[i]
                 ck = (nl, ns)
@@ -265,7 +220,7 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
                     continue
             entry = nxt[entry]
         else:
-            if entry != tail:
+            if entry != tail:  # the furthest any linearization got, and the states it left
                 if entry > best_node:
                     best_node = entry
                     best_states = [state]
@@ -275,6 +230,7 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
             if not stack:
                 res.valid = False
                 break
+            # undo the last linearized op: put its call and return back
             entry, state = stack.pop()
             i = opid[entry]
             lin ^= bit[i]
@@ -294,55 +250,16 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
         res.states = best_states
 
 
-def _state_text(state: Any, model: str, regs: list[str] | None = None) -> str:
-    if model == "mutex":
-        return "held" if state else "free"
-    if model == "multi-register" and isinstance(state, tuple):
-        names = regs or [str(i) for i in range(len(state))]
-        return "{" + ", ".join(f"{r}: {vtext(v)}" for r, v in zip(names, state, strict=False)) + "}"
-    return vtext(state)
+# -- was anything judged? --------------------------------------------------------------------------
 
 
-def _op_text(op: Op, key: Any) -> str:
-    k = "" if key is None else f" {key} ="
-    if op.f == "read":
-        what = f"read{k} {vtext(op.value)}"
-    elif op.f == "write":
-        what = f"wrote{k} {vtext(op.value)}"
-    elif op.f == "cas" and isinstance(op.value, (list, tuple)) and len(op.value) == 2:
-        what = f"compare-and-set{'' if key is None else ' ' + str(key)} from {vtext(op.value[0])} to {vtext(op.value[1])}"
-    elif op.f in ("acquire", "release"):
-        what = f"{op.f}d the lock" if op.f == "release" else "acquired the lock"
-    elif op.f == "txn" and isinstance(op.value, (list, tuple)):
-        what = "ran [" + ", ".join(f"{m[0]} {m[1]} {vtext(m[2])}" if len(m) == 3 else str(m) for m in op.value) + "]"
-    else:
-        what = f"did {op.f}{'' if key is None else ' ' + str(key)} {vtext(op.value)}"
-    if op.is_final and op.f == "read":
-        what = "returned" + what[len("read"):]
-    return f"{Who(op)} {what}"
-
-
-def _roles(s: _Spec, i: int, nil_reads_any: bool) -> tuple[bool, bool]:
-    """(observes, writes) for compiled op ``i``: does it constrain the state, does it change it?"""
-    k = s.kind[i]
-    if k == K_READ:
-        return True, False
-    if k == K_WRITE:
-        return False, True
-    if k == K_CAS:
-        return True, True
-    micro = [m for m in s.ops[i].value if isinstance(m, (list, tuple)) and len(m) >= 3]
-    reads = any(m[0] == "read" and not (m[2] is None and nil_reads_any) for m in micro)
-    return reads, any(m[0] == "write" for m in micro)
-
-
-def _judged(s: _Spec, nil_reads_any: bool) -> tuple[bool, int, int]:
+def _judged(s: _Spec, model: BaseModel) -> tuple[bool, int, int]:
     """Did the search judge anything on this key: an ok op that observes the state and another op
     that could have changed it? Also the counts of (ok observers, possible writers)."""
     obs: list[int] = []
     wrs: list[int] = []
     for i, op in enumerate(s.ops):
-        o, w = _roles(s, i, nil_reads_any)
+        o, w = model.roles(op)
         if o and op.type == "ok":
             obs.append(i)
         if w:
@@ -351,11 +268,11 @@ def _judged(s: _Spec, nil_reads_any: bool) -> tuple[bool, int, int]:
     return judged, len(obs), len(wrs)
 
 
-def _nothing_reason(specs: dict[Any, _Spec], nil_reads_any: bool) -> str | None:
+def _nothing_reason(specs: dict[Any, _Spec], model: BaseModel) -> str | None:
     """None if some key had something to judge, else what was missing, in words."""
     observers = writers = 0
     for s in specs.values():
-        judged, o, w = _judged(s, nil_reads_any)
+        judged, o, w = _judged(s, model)
         if judged:
             return None
         observers += o
@@ -369,24 +286,31 @@ def _nothing_reason(specs: dict[Any, _Spec], nil_reads_any: bool) -> str | None:
     return "no key with both a write and an ok read of it"
 
 
-def _explain(key: Any, s: _Spec, res: _Result, model: str, by_time: bool) -> dict[str, Any]:
+# -- the anomaly, in words -------------------------------------------------------------------------
+
+
+def _concurrent(culprit: Op, ops: list[Op], by_time: bool) -> tuple[list[Op], str]:
+    """The ops concurrent with ``culprit``, and when it ran, in words."""
+    if by_time:
+        c0, c1 = culprit.t0, culprit.t1
+        concurrent = [o for o in ops if o is not culprit and o.t0 <= c1 and o.t1 >= c0]
+        return concurrent, f"op {culprit.index}, from {secs(c0)} to {secs(c1)}"
+    c0, c1 = culprit.index, culprit.cindex if culprit.cindex is not None else INF
+    concurrent = [o for o in ops if o is not culprit and o.index < c1
+                  and (o.cindex is None or o.type != "ok" or o.cindex > c0)]
+    return concurrent, f"op {culprit.index}"
+
+
+def _explain(key: Any, s: _Spec, res: _Result, model: BaseModel, model_name: str,
+             by_time: bool) -> dict[str, Any]:
     culprit = s.ops[res.culprit] if res.culprit is not None else None
-    states = [_state_text(x, model, s.regs) for x in res.states]
-    obj = ("the lock" if model == "mutex" else "the registers" if model == "multi-register"
-           else "the register") if key is None else f"{key}"
+    states = [model.describe_state(x) for x in res.states]
+    obj = model.object_name if key is None else f"{key}"
     if culprit is None:
-        expl = f"No order of the operations on {obj} is consistent with the {model} model."
+        expl = f"No order of the operations on {obj} is consistent with the {model_name} model."
         ops_idx: list[int] = []
     else:
-        if by_time:
-            c0, c1 = culprit.t0, culprit.t1
-            concurrent = [o for o in s.ops if o is not culprit and o.t0 <= c1 and o.t1 >= c0]
-            when = f"op {culprit.index}, from {secs(c0)} to {secs(c1)}"
-        else:
-            c0, c1 = culprit.index, culprit.cindex if culprit.cindex is not None else INF
-            concurrent = [o for o in s.ops if o is not culprit and o.index < c1
-                          and (o.cindex is None or o.type != "ok" or o.cindex > c0)]
-            when = f"op {culprit.index}"
+        concurrent, when = _concurrent(culprit, s.ops, by_time)
         could = " or ".join(states) if states else "nothing"
         if not concurrent:
             rest = "and no operation was concurrent with it to change that"
@@ -395,93 +319,48 @@ def _explain(key: Any, s: _Spec, res: _Result, model: str, by_time: bool) -> dic
             rest = (f"and no order of the {len(concurrent)} operation{'s' if len(concurrent) != 1 else ''} "
                     f"concurrent with it lets it {goal}")
         last = f", ending with op {res.prefix[-1]}" if res.prefix else ""
-        hold = "be" if model == "mutex" else "hold"
-        expl = (f"{_op_text(culprit, key)} ({when}), but that cannot be linearized: after the longest "
-                f"linearizable prefix ({len(res.prefix)} ops{last}), {obj} could only {hold} {could}, {rest}.")
+        expl = (f"{model.describe_op(culprit, key)} ({when}), but that cannot be linearized: after the longest "
+                f"linearizable prefix ({len(res.prefix)} ops{last}), {obj} could only {model.state_verb} "
+                f"{could}, {rest}.")
         ops_idx = culprit.ops + [o.index for o in concurrent[:20]]
-    out = {"type": "nonlinearizable" if model != "mutex" else "mutex-violation", "key": key,
+    out = {"type": model.anomaly_type, "key": key,
            "ops": sorted(set(ops_idx)), "explanation": expl,
            "op": culprit.index if culprit else None, "prefix": res.prefix[-50:],
            "prefix_length": len(res.prefix), "states": states}
-    if culprit is not None and model in ("register", "cas-register"):
-        out["last_state"] = " or ".join(states) if states else None
-        out["context_ops"], out["context_roles"] = _context(s, res, culprit, by_time)
+    if culprit is not None:
+        out.update(model.context(s.ops, culprit, res.prefix, res.states, by_time))
     return out
 
 
-def _context(s: _Spec, res: _Result, culprit: Op, by_time: bool) -> tuple[list[int], dict[str, str]]:
-    """The writes that make ``culprit`` an anomaly, for a picture to show (as Porcupine does): for
-    each state the register could hold, the last write of the longest linearizable prefix that put
-    it there; for a read, the latest writes of the value it returned. History indexes (invoke and
-    completion), and a role in words per invoke index."""
-    by_index = {o.index: i for i, o in enumerate(s.ops)}
-    roles: dict[str, str] = {}
-    idx: list[int] = []
-
-    def written(i: int) -> Any:
-        return s.a[i] if s.kind[i] == K_WRITE else s.b[i] if s.kind[i] == K_CAS else ILLEGAL
-
-    def add(o: Op, role: str) -> None:
-        if str(o.index) not in roles:
-            roles[str(o.index)] = role
-            idx.extend(o.ops)
-
-    for state in res.states[:4]:
-        for p in reversed(res.prefix):
-            i = by_index.get(p)
-            if i is not None and s.ops[i] is not culprit and written(i) == state:
-                add(s.ops[i], f"the last linearizable state ({vtext(state)})")
-                break
-    if culprit.f == "read":
-        want = hashable(culprit.value)
-        before = (lambda o: o.t0 <= culprit.t1) if by_time else (
-            lambda o: culprit.cindex is None or o.index < culprit.cindex)
-        writers = [o for i, o in enumerate(s.ops) if o is not culprit and written(i) == want and before(o)]
-        for o in writers[-2:]:
-            add(o, f"the value read ({vtext(culprit.value)})")
-    return sorted(set(idx)), roles
+# -- the check -------------------------------------------------------------------------------------
 
 
-def check(history: list[dict[str, Any]], *, model: str = "register", initial: Any = None,
-          time_limit_s: float = 60.0, key_time_limit_s: float = 20.0, nil_reads_any: bool = False,
-          slice_steps: int = 5000, order: str = "time", empty_ok: bool = False, **_: Any) -> dict[str, Any]:
-    """Check linearizability of every key (partition) against ``model``.
-
-    ``initial``: the initial value (multi-register: a dict). ``nil_reads_any``: an ok read of nil
-    means "value unknown" (Knossos's convention for Jepsen histories). ``order``: real-time order
-    from ``time_ns`` ("time", our histories: the history index can put a completion before an invoke
-    whose clock was read earlier) or from the position in the history ("index", Jepsen's convention:
-    EDN histories). ``empty_ok``: a history with nothing to judge (no key with both a write that
-    could have taken effect and an ok read) is valid, with a note (Knossos's answer for Jepsen
-    histories, e.g. one with only nemesis ops); otherwise it is unknown with the reason. Returns ``valid``,
-    ``keys`` (checked), ``unknown_keys`` (timed out), ``anomalies`` (the first illegal key's
-    explanation), ``steps``, ``dropped`` (ops removed as constraining nothing).
-    """
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r} (expected one of {', '.join(MODELS)})")
-    paired = pair(history)
-    t_start = time.monotonic()
+def _compile_partitions(ops: list[Op], model: BaseModel,
+                        initial: Any) -> tuple[dict[Any, _Spec], dict[str, int]]:
+    """Each partition (key) compiled for the search; and the ops the model ignores, counted by f."""
     specs: dict[Any, _Spec] = {}
     ignored: dict[str, int] = {}
-    for key, kops in paired.by_key().items():
-        if model in ("register", "cas-register"):
-            fs = ("read", "write", "cas")  # a cas under the register model is an error, not ignored
-            for o in kops:
-                if o.f not in fs:
-                    ignored[str(o.f)] = ignored.get(str(o.f), 0) + 1
-            kops = [o for o in kops if o.f in fs]
-        specs[key] = _compile(kops, model, initial, nil_reads_any)
-    results = {k: _Result() for k in specs}
-    # small keys first: a quick failure surfaces before a hard key eats the budget
-    if order not in ("time", "index"):
-        raise ValueError(f"order must be 'time' or 'index', got {order!r}")
-    active = [(k, _search(specs[k], results[k], slice_steps, order == "time")) for k in
+    for key, kops in model.partition(ops).items():
+        kept = []
+        for o in kops:
+            if model.ignores(o):
+                ignored[str(o.f)] = ignored.get(str(o.f), 0) + 1
+            else:
+                kept.append(o)
+        specs[key] = _compile(kept, model, initial)
+    return specs, ignored
+
+
+def _interleave(specs: dict[Any, _Spec], results: dict[Any, _Result], slice_steps: int, by_time: bool,
+                time_limit_s: float, key_time_limit_s: float, t_start: float) -> tuple[Any, bool, dict[Any, str]]:
+    """Search every key, a slice of steps each in turn, small keys first (a quick failure surfaces
+    before a hard key eats the budget), until one cannot be linearized or all are decided or out
+    of time. Returns (the illegal key, whether one was found, {undecided key: why})."""
+    active = [(k, _search(specs[k], results[k], slice_steps, by_time)) for k in
               sorted(specs, key=lambda k: len(specs[k].ops))]
     spent: dict[Any, float] = {k: 0.0 for k in specs}
     unknown: dict[Any, str] = {}
-    bad_key: Any = None
-    found_bad = False
-    while active and not found_bad:
+    while active:
         nxt_round = []
         for k, g in active:
             t0 = time.monotonic()
@@ -494,8 +373,7 @@ def check(history: list[dict[str, Any]], *, model: str = "register", initial: An
             spent[k] += now - t0
             if not alive:
                 if results[k].valid is False:
-                    bad_key, found_bad = k, True
-                    break
+                    return k, True, unknown
                 continue
             if spent[k] > key_time_limit_s:
                 unknown[k] = f"key time limit ({key_time_limit_s} s) reached after {results[k].steps} steps"
@@ -505,22 +383,53 @@ def check(history: list[dict[str, Any]], *, model: str = "register", initial: An
                 continue
             nxt_round.append((k, g))
         active = nxt_round
+    return None, False, unknown
+
+
+def check(history: list[dict[str, Any]], *, model: str | Any = "register", initial: Any = None,
+          time_limit_s: float = 60.0, key_time_limit_s: float = 20.0, nil_reads_any: bool = False,
+          slice_steps: int = 5000, order: str = "time", empty_ok: bool = False, **_: Any) -> dict[str, Any]:
+    """Check linearizability of every key (partition) against ``model``.
+
+    ``model``: a built-in model's name (``MODELS``), an import path ``module.path:Name``, or a
+    model object (``checkers.models``). ``initial``: the initial value (multi-register: a dict).
+    ``nil_reads_any``: an ok read of nil means "value unknown" (Knossos's convention for Jepsen
+    histories). ``order``: real-time order
+    from ``time_ns`` ("time", our histories: the history index can put a completion before an invoke
+    whose clock was read earlier) or from the position in the history ("index", Jepsen's convention:
+    EDN histories). ``empty_ok``: a history with nothing to judge (no key with both a write that
+    could have taken effect and an ok read) is valid, with a note (Knossos's answer for Jepsen
+    histories, e.g. one with only nemesis ops); otherwise it is unknown with the reason. Returns ``valid``,
+    ``keys`` (checked), ``unknown_keys`` (timed out), ``anomalies`` (the first illegal key's
+    explanation), ``steps``, ``dropped`` (ops removed as constraining nothing).
+    """
+    m = models.resolve(model, nil_reads_any=nil_reads_any)
+    model_name = model if isinstance(model, str) else m.name
+    paired = pair(history)
+    t_start = time.monotonic()
+    specs, ignored = _compile_partitions(paired.ops, m, initial)
+    results = {k: _Result() for k in specs}
+    if order not in ("time", "index"):
+        raise ValueError(f"order must be 'time' or 'index', got {order!r}")
+    by_time = order == "time"
+    bad_key, found_bad, unknown = _interleave(specs, results, slice_steps, by_time, time_limit_s,
+                                              key_time_limit_s, t_start)
     out: dict[str, Any] = {
-        "model": model, "order": order, "keys": len(specs), "steps": sum(r.steps for r in results.values()),
+        "model": model_name, "order": order, "keys": len(specs), "steps": sum(r.steps for r in results.values()),
         "dropped": sum(s.dropped for s in specs.values()),
         "ignored_ops": ignored,  # ops the model does not know (e.g. read-db): not judged here
         "time_s": round(time.monotonic() - t_start, 4),
     }
     if found_bad:
         out["valid"] = False
-        out["anomalies"] = [_explain(bad_key, specs[bad_key], results[bad_key], model, order == "time")]
+        out["anomalies"] = [_explain(bad_key, specs[bad_key], results[bad_key], m, model_name, by_time)]
         out["anomaly_count"] = 1  # the search stops at the first key it cannot linearize
         out["unchecked_keys"] = sum(1 for r in results.values() if r.valid == "unknown")
     elif unknown:
         out["valid"] = "unknown"
         out["unknown_keys"] = {str(k): v for k, v in list(unknown.items())[:50]}
         out["error"] = f"{len(unknown)} key(s) not decided within the time limit"
-    elif (why := _nothing_reason(specs, nil_reads_any)) is not None:
+    elif (why := _nothing_reason(specs, m)) is not None:
         if not empty_ok:
             return nothing_to_judge(why, **out)
         out["valid"] = True
