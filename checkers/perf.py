@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from core.ops import anomaly, nothing_to_judge, pair
+from core.stats import percentile
 
 QS = (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("max", 100))
 
@@ -20,8 +21,8 @@ QS = (("p50", 50), ("p90", 90), ("p99", 99), ("p999", 99.9), ("max", 100))
 def _quantiles(a: np.ndarray) -> dict[str, float] | None:
     if not len(a):
         return None
-    qs = np.percentile(a, [q for _, q in QS])
-    return {name: round(float(x) / 1e6, 3) for (name, _), x in zip(QS, qs, strict=True)} | {"n": int(len(a))}
+    s = np.sort(a)
+    return {name: round(percentile(s, q, presorted=True) / 1e6, 3) for name, q in QS} | {"n": int(len(a))}
 
 
 def check(history: list[dict[str, Any]], *, bucket_s: float | None = None, min_hit_rate: float | None = None,
