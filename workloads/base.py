@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.clients import Pg
+from core.history import HistoryError
+from core.ops import Paired, pair
 from strategies.base import KV_SCHEMA
 
 
@@ -45,6 +47,17 @@ def setup_kv(d: Direct) -> None:
 def final_kv(d: Direct, key: str) -> dict[str, Any]:
     rows = d.pg.execute("select value, version from kv where key = %s", (key,))
     return {"value": rows[0][0], "version": rows[0][1]} if rows else {"value": None, "version": 0}
+
+
+# -- the history view a workload's own checkers share ------------------------------------------------------
+def paired(history: list[dict[str, Any]]) -> Paired:
+    """``core.ops.pair`` of ``history`` (the memoised view the shared checkers use too); a history the
+    strict pairing rejects (a process that invokes twice, a completion without an invoke) is paired
+    leniently, as the workload checkers always have: the later invoke takes the completion."""
+    try:
+        return pair(history)
+    except HistoryError:
+        return pair(history, strict=False)
 
 
 # -- step hooks (played by the nemesis as ``step:NAME`` faults; harness/faults/step.py) -----------------

@@ -25,11 +25,12 @@ from __future__ import annotations
 import bisect
 import json
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
-from core.history import Op
-from core.ops import nothing_to_judge
-from workloads.base import Direct, Workload, invoke_register, setup_kv
+from core.ops import INF, Op, Paired, nothing_to_judge
+from core.stats import percentile
+from workloads.base import Direct, Workload, invoke_register, paired, setup_kv
 
 STRATEGIES = ("cache-then-db", "rollback-on-failure", "db-first-invalidate", "versioned-cas", "write-behind")
 
@@ -79,68 +80,48 @@ def _key(v: Any) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
-def _pairs(history: list[Op]) -> list[tuple[Op, Op | None]]:
-    """(invoke, completion or None) for every client op, in invoke order."""
-    open_: dict[Any, Op] = {}
-    out: list[list[Any]] = []
-    where: dict[int, int] = {}
-    for o in history:
-        if o.get("process") == "nemesis":
-            continue
-        if o["type"] == "invoke":
-            open_[o["process"]] = o
-            where[id(o)] = len(out)
-            out.append([o, None])
-        else:
-            inv = open_.pop(o["process"], None)
-            if inv is not None:
-                out[where[id(inv)]][1] = o
-    return [(a, b) for a, b in out]
-
-
-def _commit_log(history: list[Op]) -> dict[str, dict[str, int]] | None:
+def _commit_log(view: Paired) -> dict[str, dict[str, int]] | None:
     """key -> {value-json: first committed version}, from the final DB reads; None if absent."""
     found: dict[str, dict[str, int]] = {}
-    for o in history:
-        if o.get("phase") == "final" and o.get("source") == "db" and o["type"] == "ok" and "committed" in o:
-            d = found.setdefault(o["key"], {})
-            for value, version in o["committed"]:
+    for op in view.ops:
+        if op.is_final and op.source == "db" and op.type == "ok" and "committed" in op.comp:
+            d = found.setdefault(op.key, {})
+            for value, version in op.comp["committed"]:
                 d.setdefault(_key(value), version)
     return found or None
 
 
-def _fault_windows(history: list[Op], target: str | None = None) -> list[tuple[float, float, str]]:
-    starts: dict[str, float] = {}
+def _fault_windows(view: Paired, target: str | None = None) -> list[tuple[float, float, str]]:
+    """(start s, stop s, name) of the faults on ``target``; one never stopped lasts to the history's end."""
     out = []
-    for o in history:
-        if o.get("process") != "nemesis" or o["f"] not in ("start", "stop"):
-            continue
-        v = o.get("value") or {}
+    for flt in view.faults:
+        v = flt.value if isinstance(flt.value, dict) else {}
         if target is not None and v.get("target") != target:
             continue
-        name = v.get("name") or f"{v.get('fault')}({v.get('target')})"
-        if o["f"] == "start":
-            starts[name] = o["time_ns"] / 1e9
-        elif name in starts:
-            out.append((starts.pop(name), o["time_ns"] / 1e9, name))
-    end = max((o["time_ns"] for o in history), default=0) / 1e9
-    out += [(t, end, n) for n, t in starts.items()]
+        stop = view.end_ns if flt.stop_ns == INF else flt.stop_ns
+        out.append((flt.start_ns / 1e9, stop / 1e9, v.get("name") or f"{v.get('fault')}({v.get('target')})"))
     return sorted(out)
 
 
-def check_db_truth(history: list[Op], **_: Any) -> dict[str, Any]:
+def _s(ns: float) -> float:
+    return ns / 1e9
+
+
+# -- db-truth -----------------------------------------------------------------------------
+def check_db_truth(history: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
     """Aborted reads and lost writes judged against the DB's own commit log."""
-    log = _commit_log(history)
+    view = paired(history)
+    log = _commit_log(view)
     if log is None:
         return nothing_to_judge("no commit log in the final DB reads (workload set-up missing?)")
-    writes: dict[tuple[str, str], tuple[Op, Op | None]] = {}
-    reads: list[tuple[Op, Op]] = []
-    for inv, comp in _pairs(history):
-        if inv["f"] == "write":
-            writes[(inv["key"], _key(inv["value"]))] = (inv, comp)
-        elif inv["f"] == "read" and comp is not None and comp["type"] == "ok" and comp.get("value") is not None:
-            reads.append((inv, comp))
-    outcome = {k: (c["type"] if c is not None else "info") for k, (_, c) in writes.items()}
+    writes: dict[tuple[str, str], Op] = {}
+    reads: list[Op] = []
+    for op in view.ops:
+        if op.f == "write":
+            writes[(op.key, _key(op.value))] = op
+        elif op.f == "read" and op.type == "ok" and op.value is not None:
+            reads.append(op)
+    outcome = {k: w.type for k, w in writes.items()}  # a write never completed is "info"
     committed = {(k, v) for k, d in log.items() for v in d}
     by_outcome = defaultdict(lambda: {"total": 0, "committed": 0})
     for k, t in outcome.items():
@@ -149,14 +130,14 @@ def check_db_truth(history: list[Op], **_: Any) -> dict[str, Any]:
     anomalies: list[dict[str, Any]] = []
     exposure: dict[tuple[str, str], list[float]] = {}
     aborted_reads = garbage_reads = reads_of_lost = 0
-    for inv, comp in reads:
-        k = (inv["key"], _key(comp["value"]))
+    for r in reads:
+        k = (r.key, _key(r.value))
         if k in committed:
             continue
-        t = comp["time_ns"] / 1e9
+        t = _s(r.t1)
         w = writes.get(k)
         span = exposure.setdefault(k, [t, t, 0])
-        span[0], span[1], span[2] = min(span[0], inv["time_ns"] / 1e9), max(span[1], t), span[2] + 1
+        span[0], span[1], span[2] = min(span[0], _s(r.t0)), max(span[1], t), span[2] + 1
         if w is None:
             garbage_reads += 1
             kind, how = "garbage-read", "no client ever wrote it"
@@ -167,19 +148,18 @@ def check_db_truth(history: list[Op], **_: Any) -> dict[str, Any]:
             aborted_reads += 1
             kind = "aborted-read"
             how = (f"its write {'failed' if outcome[k] == 'fail' else 'timed out (info)'} at "
-                   f"{(w[1] or w[0])['time_ns'] / 1e9:.3f} s and the DB never committed it")
+                   f"{_s((w.comp or w.inv)['time_ns']):.3f} s and the DB never committed it")
         if span[2] == 1 and len(anomalies) < 50:
-            anomalies.append({"type": kind, "key": inv["key"], "ops": [comp["index"]] + ([w[0]["index"]] if w else []),
-                              "explanation": f"read of {inv['key']} at {t:.3f} s returned {comp['value']!r} from "
-                                             f"the {comp.get('source', '?')}, but {how}"})
+            anomalies.append({"type": kind, "key": r.key, "ops": [r.cindex] + ([w.index] if w else []),
+                              "explanation": f"read of {r.key} at {t:.3f} s returned {r.value!r} from "
+                                             f"the {r.comp.get('source', '?')}, but {how}"})
     lost = [(k, w) for k, w in writes.items() if outcome[k] == "ok" and k not in committed]
-    for (key, _), (inv, comp) in lost[:50]:
-        assert comp is not None
-        anomalies.append({"type": "lost-write", "key": key, "ops": [inv["index"], comp["index"]],
-                          "explanation": f"write of {inv['value']!r} to {key} was acknowledged at "
-                                         f"{comp['time_ns'] / 1e9:.3f} s, but the DB never committed it"})
+    for (key, _), w in lost[:50]:
+        anomalies.append({"type": "lost-write", "key": key, "ops": [w.index, w.cindex],
+                          "explanation": f"write of {w.value!r} to {key} was acknowledged at "
+                                         f"{_s(w.t1):.3f} s, but the DB never committed it"})
     spans = {k: s for k, s in exposure.items() if outcome.get(k) in ("fail", "info")}
-    judged_reads = sum(1 for _, c in reads if c.get("phase") != "final" or c.get("node") is not None)
+    judged_reads = sum(1 for r in reads if r.phase != "final" or r.node is not None)
     out = {
         "valid": not (aborted_reads or garbage_reads or lost), "reads_checked": judged_reads,
         "aborted_reads": aborted_reads, "aborted_values": len(spans), "garbage_reads": garbage_reads,
@@ -199,14 +179,154 @@ def check_db_truth(history: list[Op], **_: Any) -> dict[str, Any]:
     return out
 
 
-def _quantile(xs: list[float], q: float) -> float:
-    if not xs:
-        return 0.0
-    xs = sorted(xs)
-    return round(xs[min(len(xs) - 1, int(q * len(xs)))], 3)
+# -- replay -------------------------------------------------------------------------------
+class _Acks:
+    """The acknowledged, committed writes of each key, by committed version: ``lag(key, version, t)``
+    is how long before ``t`` the oldest write above ``version`` was acknowledged."""
+
+    def __init__(self, view: Paired, log: dict[str, dict[str, int]]) -> None:
+        acked: dict[str, list[tuple[int, float]]] = defaultdict(list)  # key -> [(committed version, ack s)]
+        for op in view.ops:
+            if op.f == "write" and op.type == "ok" and op.phase != "final":
+                cv = log.get(op.key, {}).get(_key(op.value))
+                if cv is not None:
+                    acked[op.key].append((cv, _s(op.t1)))
+        # per key: the versions sorted, and the earliest ack among the writes at each version or above
+        self.index: dict[str, tuple[list[int], list[float]]] = {}
+        for key, ws in acked.items():
+            ws.sort()
+            suffix_min, m = [0.0] * len(ws), float("inf")
+            for i in range(len(ws) - 1, -1, -1):
+                m = min(m, ws[i][1])
+                suffix_min[i] = m
+            self.index[key] = ([v for v, _ in ws], suffix_min)
+
+    def lag(self, key: str, version: int, t: float) -> tuple[float, float | None]:
+        """(lag s, ack time of the oldest missed write or None): 0 when the read missed nothing."""
+        versions, suffix_min = self.index[key]
+        i = bisect.bisect_right(versions, version)
+        if i < len(versions) and suffix_min[i] < t:
+            return t - suffix_min[i], suffix_min[i]
+        return 0.0, None
 
 
-def check_replay(history: list[Op], bucket_s: float = 0.5, bound_s: float | None = None,
+class _Phases:
+    """before / outage / after-heal, from the DB fault windows (before = no DB fault at all)."""
+
+    def __init__(self, windows: list[tuple[float, float, str]]) -> None:
+        self.heal = max((e for _, e, _ in windows), default=None)
+        self.first = min((s for s, _, _ in windows), default=None)
+
+    def of(self, t: float) -> str:
+        if self.heal is None or self.first is None or t < self.first:
+            return "before"
+        return "outage" if t < self.heal else "after-heal"
+
+
+@dataclass
+class _Backlog:
+    """The write-behind buffer backlog reported by reads: its pre-fault peak, its first value after
+    the heal, and how long after the heal it was back to that peak."""
+
+    before: int = 0
+    at_heal: int | None = None
+    back_after: float | None = None
+
+    def see(self, n: int, phase: str, since_heal: float | None) -> None:
+        if phase == "before":
+            self.before = max(self.before, n)
+        elif phase == "after-heal":
+            self.at_heal = n if self.at_heal is None else self.at_heal
+            if self.back_after is None and n <= self.before:
+                self.back_after = since_heal
+
+
+def _new_bucket() -> dict[str, Any]:
+    return {"db_reads": 0, "db_lagging": 0, "db_max_lag_s": 0.0, "cache_reads": 0, "cache_lagging": 0, "backlog": 0}
+
+
+@dataclass
+class _ReplayScan:
+    """What the reads of the load phase showed: lags per op kind and phase, a timeline, the replay window."""
+
+    lags: dict[str, dict[str, list[float]]] = field(
+        default_factory=lambda: {"read-db": defaultdict(list), "read": defaultdict(list)})
+    timeline: dict[int, dict[str, Any]] = field(default_factory=lambda: defaultdict(_new_bucket))
+    backlog: _Backlog = field(default_factory=_Backlog)
+    last_bad: float = 0.0  # the last DB read after the heal that missed a write acknowledged before it
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    judged: int = 0  # reads of a written key
+    judged_replay: int = 0  # DB reads of a written key after the heal
+
+
+def _scan_reads(view: Paired, log: dict[str, dict[str, int]], acks: _Acks, phases: _Phases,
+                bucket_s: float) -> _ReplayScan:
+    scan = _ReplayScan()
+    heal = phases.heal
+    for op in view.ops:
+        if op.f not in ("read", "read-db") or op.type != "ok" or op.phase == "final":
+            continue
+        t0 = _s(op.t0)
+        ph = phases.of(t0)
+        b = scan.timeline[int(t0 // bucket_s)]
+        if "backlog" in op.comp:
+            bl = int(op.comp["backlog"])
+            b["backlog"] = max(b["backlog"], bl)
+            scan.backlog.see(bl, ph, None if heal is None else t0 - heal)
+        version = op.version
+        if version is None:
+            version = log.get(op.key, {}).get(_key(op.value))
+        if version is None:
+            continue  # a value the DB never committed: db-truth's business
+        lag, misses_outage = 0.0, False
+        if op.key in acks.index:
+            scan.judged += 1
+            scan.judged_replay += op.f == "read-db" and ph == "after-heal"
+            lag, acked_at = acks.lag(op.key, version, t0)
+            misses_outage = heal is not None and acked_at is not None and acked_at < heal
+        scan.lags[op.f][ph].append(lag)
+        pre = "db" if op.f == "read-db" else "cache"
+        b[f"{pre}_reads"] += 1
+        if lag > 0:
+            b[f"{pre}_lagging"] += 1
+        if op.f == "read-db":
+            b["db_max_lag_s"] = round(max(b["db_max_lag_s"], lag), 3)
+            if ph == "after-heal" and misses_outage:
+                assert heal is not None
+                scan.last_bad = max(scan.last_bad, t0 - heal)
+                if len(scan.examples) < 10:
+                    scan.examples.append({
+                        "type": "stale-read", "key": op.key, "ops": [op.cindex],
+                        "explanation": f"DB read of {op.key} at {t0:.3f} s ({t0 - heal:.3f} s after the DB came "
+                                       f"back) returned version {version}, missing a write acknowledged "
+                                       f"{lag:.3f} s earlier, before the heal"})
+    return scan
+
+
+def _lag_summary(xs: list[float]) -> dict[str, Any]:
+    bad = [x for x in xs if x > 0]
+
+    def pct(q: float) -> float:
+        return round(percentile(bad, q), 3) if bad else 0.0
+
+    return {"reads": len(xs), "lagging": len(bad), "p50_lag_s": pct(50), "p99_lag_s": pct(99),
+            "max_lag_s": round(max(bad, default=0.0), 3)}
+
+
+def _replay_explanation(out: dict[str, Any], bound_s: float | None, backlog: _Backlog) -> str:
+    ah = out["db_reads"].get("after-heal", {"reads": 0, "lagging": 0, "max_lag_s": 0.0})
+    ch = out["cache_reads"].get("after-heal", {"reads": 0, "lagging": 0})
+    window = out["replay_window_s"]
+    return (
+        f"after the DB came back: {ah['lagging']} of {ah['reads']} DB reads missed an acknowledged write (worst lag "
+        f"{ah['max_lag_s']:.3f} s); DB reads missed writes acknowledged before the heal until {window:.3f} s after it; "
+        f"{ch['lagging']} of {ch['reads']} cache reads lagged"
+        + ("" if bound_s is None else f" (bound {bound_s:g} s)")
+        + (f"; buffer backlog {backlog.at_heal} at heal, back to its pre-fault level ({backlog.before}) after "
+           f"{backlog.back_after:.3f} s" if backlog.at_heal is not None and backlog.back_after is not None else ""))
+
+
+def check_replay(history: list[dict[str, Any]], bucket_s: float = 0.5, bound_s: float | None = None,
                  target: str = "postgres", **_: Any) -> dict[str, Any]:
     """How far DB readers (``read-db``) and cache readers lag the acknowledged writes, around a DB outage.
 
@@ -217,115 +337,32 @@ def check_replay(history: list[Op], bucket_s: float = 0.5, bound_s: float | None
     acknowledged *before* that moment (the backlog of the outage; the normal lag of fresh writes
     does not count).
     """
-    log = _commit_log(history)
+    view = paired(history)
+    log = _commit_log(view)
     if log is None:
         return nothing_to_judge("no commit log in the final DB reads")
-    pairs = _pairs(history)
-    acked: dict[str, list[tuple[int, float]]] = defaultdict(list)  # key -> [(committed version, ack time)]
-    for inv, comp in pairs:
-        if inv["f"] == "write" and comp is not None and comp["type"] == "ok" and comp.get("phase") != "final":
-            cv = log.get(inv["key"], {}).get(_key(inv["value"]))
-            if cv is not None:
-                acked[inv["key"]].append((cv, comp["time_ns"] / 1e9))
-    index: dict[str, tuple[list[int], list[float]]] = {}
-    for key, ws in acked.items():
-        ws.sort()
-        suffix_min, m = [0.0] * len(ws), float("inf")
-        for i in range(len(ws) - 1, -1, -1):
-            m = min(m, ws[i][1])
-            suffix_min[i] = m
-        index[key] = ([v for v, _ in ws], suffix_min)
-    windows = _fault_windows(history, target)
-    heal = max((e for _, e, _ in windows), default=None)
-    first = min((s for s, _, _ in windows), default=None)
-
-    def phase_of(t: float) -> str:
-        if heal is None or first is None or t < first:
-            return "before"
-        return "outage" if t < heal else "after-heal"
-
-    lags: dict[str, dict[str, list[float]]] = {"read-db": defaultdict(list), "read": defaultdict(list)}
-    timeline: dict[int, dict[str, Any]] = defaultdict(lambda: {"db_reads": 0, "db_lagging": 0, "db_max_lag_s": 0.0,
-                                                              "cache_reads": 0, "cache_lagging": 0, "backlog": 0})
-    last_bad = 0.0
-    examples: list[dict[str, Any]] = []
-    judged = judged_replay = 0  # reads of a written key; DB reads of one after the heal
-    backlog_before, backlog_heal, backlog_back = 0, None, None
-    for inv, comp in pairs:
-        if inv["f"] not in ("read", "read-db") or comp is None or comp["type"] != "ok" or comp.get("phase") == "final":
-            continue
-        t0 = inv["time_ns"] / 1e9
-        ph = phase_of(t0)
-        b = timeline[int(t0 // bucket_s)]
-        if "backlog" in comp:
-            bl = int(comp["backlog"])
-            b["backlog"] = max(b["backlog"], bl)
-            if ph == "before":
-                backlog_before = max(backlog_before, bl)
-            elif ph == "after-heal":
-                backlog_heal = bl if backlog_heal is None else backlog_heal
-                if backlog_back is None and bl <= backlog_before:
-                    backlog_back = t0 - heal  # type: ignore[operator]
-        version = comp.get("version")
-        if version is None:
-            version = log.get(inv["key"], {}).get(_key(comp.get("value")))
-        if version is None:
-            continue  # a value the DB never committed: db-truth's business
-        lag, misses_outage = 0.0, False
-        if inv["key"] in index:
-            judged += 1
-            judged_replay += inv["f"] == "read-db" and ph == "after-heal"
-            versions, suffix_min = index[inv["key"]]
-            i = bisect.bisect_right(versions, version)
-            if i < len(versions) and suffix_min[i] < t0:
-                lag = t0 - suffix_min[i]
-                misses_outage = heal is not None and suffix_min[i] < heal
-        lags[inv["f"]][ph].append(lag)
-        pre = "db" if inv["f"] == "read-db" else "cache"
-        b[f"{pre}_reads"] += 1
-        if lag > 0:
-            b[f"{pre}_lagging"] += 1
-        if inv["f"] == "read-db":
-            b["db_max_lag_s"] = round(max(b["db_max_lag_s"], lag), 3)
-            if ph == "after-heal" and misses_outage:
-                last_bad = max(last_bad, t0 - heal)  # type: ignore[operator]
-                if len(examples) < 10:
-                    examples.append({"type": "stale-read", "key": inv["key"], "ops": [comp["index"]],
-                                     "explanation": f"DB read of {inv['key']} at {t0:.3f} s ({t0 - heal:.3f} s after "
-                                                    f"the DB came back) returned version {version}, missing a write "
-                                                    f"acknowledged {lag:.3f} s earlier, before the heal"})
-
-    def summary(xs: list[float]) -> dict[str, Any]:
-        bad = [x for x in xs if x > 0]
-        return {"reads": len(xs), "lagging": len(bad), "p50_lag_s": _quantile(bad, 0.5),
-                "p99_lag_s": _quantile(bad, 0.99), "max_lag_s": round(max(bad, default=0.0), 3)}
-
-    window = round(last_bad, 3)
+    windows = _fault_windows(view, target)
+    phases = _Phases(windows)
+    scan = _scan_reads(view, log, _Acks(view, log), phases, bucket_s)
+    window = round(scan.last_bad, 3)
+    bl = scan.backlog
     out: dict[str, Any] = {
         "valid": True if bound_s is None else window <= bound_s,
         "db_fault_windows": [[round(s, 3), round(e, 3), n] for s, e, n in windows],
-        "db_reads": {ph: summary(v) for ph, v in lags["read-db"].items()},
-        "cache_reads": {ph: summary(v) for ph, v in lags["read"].items()},
+        "db_reads": {ph: _lag_summary(v) for ph, v in scan.lags["read-db"].items()},
+        "cache_reads": {ph: _lag_summary(v) for ph, v in scan.lags["read"].items()},
         "replay_window_s": window,
-        "backlog_before_max": backlog_before, "backlog_at_heal": backlog_heal,
-        "backlog_drained_after_s": None if backlog_back is None else round(backlog_back, 3),
-        "timeline": [{"t": round(k * bucket_s, 3), **v} for k, v in sorted(timeline.items())],
-        "anomalies": examples if bound_s is not None and window > bound_s else [],
-        "examples": examples,
+        "backlog_before_max": bl.before, "backlog_at_heal": bl.at_heal,
+        "backlog_drained_after_s": None if bl.back_after is None else round(bl.back_after, 3),
+        "timeline": [{"t": round(k * bucket_s, 3), **v} for k, v in sorted(scan.timeline.items())],
+        "anomalies": scan.examples if bound_s is not None and window > bound_s else [],
+        "examples": scan.examples,
     }
-    ah = out["db_reads"].get("after-heal", {"reads": 0, "lagging": 0, "max_lag_s": 0.0})
-    ch = out["cache_reads"].get("after-heal", {"reads": 0, "lagging": 0})
-    out["explanation"] = (
-        f"after the DB came back: {ah['lagging']} of {ah['reads']} DB reads missed an acknowledged write (worst lag "
-        f"{ah['max_lag_s']:.3f} s); DB reads missed writes acknowledged before the heal until {window:.3f} s after it; "
-        f"{ch['lagging']} of {ch['reads']} cache reads lagged"
-        + ("" if bound_s is None else f" (bound {bound_s:g} s)")
-        + (f"; buffer backlog {backlog_heal} at heal, back to its pre-fault level ({backlog_before}) after "
-           f"{backlog_back:.3f} s" if backlog_heal is not None and backlog_back is not None else ""))
-    if not judged:
+    out["explanation"] = _replay_explanation(out, bound_s, bl)
+    if not scan.judged:
         return nothing_to_judge("no ok read of a key with an acknowledged, committed write", **out)
-    if bound_s is not None and not judged_replay:
-        return nothing_to_judge("no DB fault: no replay" if heal is None else
+    if bound_s is not None and not scan.judged_replay:
+        return nothing_to_judge("no DB fault: no replay" if phases.heal is None else
                                 "no DB read (read-db) of a written key after the DB fault healed", **out)
     return out
 
