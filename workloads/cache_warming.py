@@ -36,8 +36,8 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from core.ops import nothing_to_judge
-from workloads.base import Direct, Workload, final_kv, invoke_register, setup_kv
+from core.ops import Op, nothing_to_judge
+from workloads.base import Direct, Workload, final_kv, invoke_register, paired, setup_kv
 
 WARM_STRATEGIES = ("warm-none", "warm-sequential", "warm-hot-first", "warm-read-aside")
 ROWS = 2000
@@ -56,30 +56,22 @@ def setup_warming(d: Direct) -> None:
 
 
 # -- history helpers ------------------------------------------------------------------------------
-def _completions(history: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], dict[str, float]]:
-    """(invoke, completion) pairs of client ops, and phase start times in ns."""
-    pending: dict[Any, dict[str, Any]] = {}
-    pairs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+def _completions(history: list[dict[str, Any]]) -> tuple[list[Op], dict[str, float]]:
+    """The client ops that completed (invoke order), and phase start times in ns."""
+    view = paired(history)
     phases: dict[str, float] = {}
-    for op in history:
-        p = op["process"]
-        if p == "nemesis":
-            if op.get("f") == "phase" and isinstance(op.get("value"), str):
-                phases.setdefault(op["value"], op["time_ns"])
-            continue
-        if op["type"] == "invoke":
-            pending[p] = op
-        elif p in pending:
-            pairs.append((pending.pop(p), op))
-    return pairs, phases
+    for rec in view.nemesis:
+        if rec.get("f") == "phase" and isinstance(rec.get("value"), str):
+            phases.setdefault(rec["value"], rec["time_ns"])
+    return [op for op in view.ops if op.comp is not None], phases
 
 
 def check_stale_set(history: list[dict[str, Any]], max_anomalies: int = 20, **_: Any) -> dict[str, Any]:
-    pairs, _phases = _completions(history)
+    ops, _phases = _completions(history)
     acked: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # key -> (ack ns, version, index)
-    for _inv, c in pairs:
-        if c["f"] == "write" and c["type"] == "ok" and isinstance(c.get("version"), int):
-            acked[c["key"]].append((c["time_ns"], c["version"], c["index"]))
+    for op in ops:
+        if op.f == "write" and op.type == "ok" and isinstance(op.version, int):
+            acked[op.key].append((op.t1, op.version, op.cindex))
     prefix_max: dict[str, tuple[list[int], list[tuple[int, int]]]] = {}
     for key, ws in acked.items():
         ws.sort()
@@ -92,27 +84,28 @@ def check_stale_set(history: list[dict[str, Any]], max_anomalies: int = 20, **_:
         prefix_max[key] = ([w[0] for w in ws], pm)
     stale: dict[tuple[str, int, Any], dict[str, Any]] = {}
     hits = judged = 0
-    for inv, c in pairs:
-        if c["f"] != "read" or c["type"] != "ok" or not c.get("hit") or not isinstance(c.get("version"), int):
+    for op in ops:
+        if op.f != "read" or op.type != "ok" or not op.hit or not isinstance(op.version, int):
             continue
         hits += 1
-        pm = prefix_max.get(c["key"])
+        pm = prefix_max.get(op.key)
         if pm is None:
             continue
-        i = bisect.bisect_left(pm[0], inv["time_ns"]) - 1  # writes acknowledged before the read began
+        i = bisect.bisect_left(pm[0], op.t0) - 1  # writes acknowledged before the read began
         if i < 0:
             continue
         judged += 1
         newest, w_index = pm[1][i]
-        if c["version"] >= newest:
+        if op.version >= newest:
             continue
-        k = (c["key"], c["version"], c.get("filled_by"))
-        s = stale.setdefault(k, {"key": c["key"], "version": c["version"], "filled_by": c.get("filled_by"),
-                                 "newer": newest, "write": w_index, "first": c["index"], "t": c["time_ns"],
+        filled_by = op.comp.get("filled_by")
+        k = (op.key, op.version, filled_by)
+        s = stale.setdefault(k, {"key": op.key, "version": op.version, "filled_by": filled_by,
+                                 "newer": newest, "write": w_index, "first": op.cindex, "t": op.t1,
                                  "served": 0, "final": False})
         s["served"] += 1
         s["newer"] = max(s["newer"], newest)
-        s["final"] = s["final"] or c.get("phase") == "final"
+        s["final"] = s["final"] or op.is_final
     by_filler: dict[str, int] = defaultdict(int)
     for s in stale.values():
         by_filler[str(s["filled_by"])] += 1
@@ -140,9 +133,9 @@ def check_stale_set(history: list[dict[str, Any]], max_anomalies: int = 20, **_:
 def check_warm_up(history: list[dict[str, Any]], slow_ms: float = 50.0, bucket_s: float = 1.0,
                   threshold: float = 0.1, min_reads: int = 20, db_hit_cost: float | None = None, warm_row_weight: float = 1.0,
                   max_slow_share: float | None = None, **_: Any) -> dict[str, Any]:
-    pairs, phases = _completions(history)
+    ops, phases = _completions(history)
     t_load = phases.get("load", 0.0)
-    t_end = phases.get("heal", max((c["time_ns"] for _i, c in pairs), default=t_load))
+    t_end = phases.get("heal", max((op.comp["time_ns"] for op in ops), default=t_load))
     span = max(t_end - t_load, 1.0)
     nb = max(1, math.ceil(span / (bucket_s * 1e9)))
     reads = [0] * nb
@@ -153,35 +146,34 @@ def check_warm_up(history: list[dict[str, Any]], slow_ms: float = 50.0, bucket_s
     done_est: list[float] = []
     live_hits = writes = slow_total = n_reads = hit_count = 0
     price_seen: float | None = None
-    for inv, c in pairs:
-        if c.get("phase") == "final" or inv["time_ns"] < t_load or inv["time_ns"] > t_end:
+    for op in ops:
+        if op.is_final or op.t0 < t_load or op.t0 > t_end:
             continue
-        if c["f"] == "write":
-            writes += c["type"] == "ok"
+        if op.f == "write":
+            writes += op.type == "ok"
             continue
-        if c["f"] != "read":
+        if op.f != "read":
             continue
-        b = min(nb - 1, int((inv["time_ns"] - t_load) / (bucket_s * 1e9)))
-        lat_ms = (c["time_ns"] - inv["time_ns"]) / 1e6
-        is_slow = c["type"] != "ok" or lat_ms >= slow_ms
+        b = min(nb - 1, int((op.t0 - t_load) / (bucket_s * 1e9)))
+        is_slow = op.type != "ok" or (op.t1 - op.t0) / 1e6 >= slow_ms  # failed or timed out: slow
         reads[b] += 1
         slow[b] += is_slow
         n_reads += 1
         slow_total += is_slow
-        if c["type"] == "ok":
-            hit_count += bool(c.get("hit"))
-            if c.get("db_load"):
+        if op.type == "ok":
+            hit_count += bool(op.hit)
+            if op.db_load:
                 db[b] += 1
                 live_hits += 1
-            w = c.get("warm")
+            w = op.comp.get("warm")
             if isinstance(w, dict):
-                node = c.get("node")
+                node = op.node
                 prev = last_warm.get(node)
                 if prev is None or w.get("rows", 0) >= prev.get("rows", 0):
                     last_warm[node] = w
                 rows_at[b][node] = max(rows_at[b][node], int(w.get("rows", 0)))
                 if w.get("done_ago_ms") is not None:
-                    done_est.append(c["time_ns"] - float(w["done_ago_ms"]) * 1e6)
+                    done_est.append(op.t1 - float(w["done_ago_ms"]) * 1e6)
                 if isinstance(w.get("cost"), (int, float)):
                     price_seen = float(w["cost"])
     # warmer rows loaded per bucket (cumulative per node -> deltas)
