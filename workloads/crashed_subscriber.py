@@ -29,7 +29,7 @@ from typing import Any
 
 from core.ops import nothing_to_judge
 from workloads.base import Direct, Workload, setup_kv
-from workloads.feature_flags import Reads, percentile
+from workloads.feature_flags import Reads, pct
 
 SUB_STRATEGIES = ("sub-pubsub", "sub-pubsub-ttl", "sub-kafka-group", "sub-kafka-latest", "sub-version-check")
 
@@ -124,7 +124,7 @@ def check_crash_recovery(history: list[dict[str, Any]], bound_ms: float | None =
         "stale_reads_after_restart": sum(c["stale_reads_after_restart"] for c in crashes),
         "not_converged": len(diverged), "not_converged_keys": diverged[:50],
         "other_nodes": {"reads": len(others), "stale_reads": len(other_stale),
-                        "p99_stale_ms": round(percentile(other_stale, 99) / 1e6, 1)},
+                        "p99_stale_ms": round(pct(other_stale, 99) / 1e6, 1)},
         "reads": len(load_reads), "hit_rate": round(hits / len(load_reads), 4) if load_reads else None,
         "db_loads": db_loads, "version_checks": checks, "anomalies": anomalies,
     }

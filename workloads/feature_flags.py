@@ -32,7 +32,8 @@ from collections import defaultdict
 from typing import Any
 
 from core.ops import nothing_to_judge
-from workloads.base import Workload
+from core.stats import percentile
+from workloads.base import Workload, paired
 
 FLAG_STRATEGIES = ("flags-ttl-long", "flags-ttl-short", "flags-pubsub", "flags-pubsub-ttl", "flags-polling",
                    "flags-l1-l2")
@@ -47,31 +48,23 @@ class Reads:
     """
 
     def __init__(self, history: list[dict[str, Any]]) -> None:
-        invoked: dict[Any, dict[str, Any]] = {}
+        view = paired(history)
         self.writes: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # key -> (version, ack_ns, index)
-        self.reads: list[dict[str, Any]] = []  # ok reads with invoke time, incl. per-node final reads
+        self.reads: list[dict[str, Any]] = []  # ok reads (completion records) with invoke time, incl. per-node final reads
         self.db_final: dict[str, int] = {}
-        self.nemesis: list[dict[str, Any]] = []
-        self.end_ns = 0
-        for op in history:
-            self.end_ns = max(self.end_ns, op["time_ns"])
-            p = op["process"]
-            if p == "nemesis":
-                self.nemesis.append(op)
+        self.nemesis: list[dict[str, Any]] = view.nemesis
+        self.end_ns = view.end_ns
+        for op in view.ops:
+            c = op.comp
+            if op.type != "ok" or not isinstance(c.get("version"), int):
                 continue
-            if op["type"] == "invoke":
-                invoked[p] = op
-                continue
-            inv = invoked.pop(p, None)
-            if op["type"] != "ok" or inv is None:
-                continue
-            if op["f"] == "write" and isinstance(op.get("version"), int):
-                self.writes[op["key"]].append((op["version"], op["time_ns"], op["index"]))
-            elif op["f"] == "read" and isinstance(op.get("version"), int):
-                if op.get("phase") == "final" and op.get("node") is None:
-                    self.db_final[op["key"]] = op["version"]
+            if op.f == "write":
+                self.writes[op.key].append((c["version"], op.t1, op.cindex))
+            elif op.f == "read":
+                if op.is_final and c.get("node") is None:
+                    self.db_final[op.key] = c["version"]
                     continue
-                self.reads.append({**op, "t_inv": inv["time_ns"], "inv_index": inv["index"]})
+                self.reads.append({**c, "t_inv": op.t0, "inv_index": op.index})
         self._first_newer: dict[str, tuple[list[int], list[int], list[int]]] = {}
         for key, ws in self.writes.items():
             ws.sort()
@@ -109,15 +102,13 @@ class Reads:
         return out
 
 
-def percentile(xs: list[float], q: float) -> float:
-    if not xs:
-        return 0.0
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
-
-
 def ms(x: float) -> float | str:
     return "unbounded" if math.isinf(x) else round(x / 1e6, 1)
+
+
+def pct(xs: list[float], q: float) -> float:
+    """``core.stats.percentile``, 0 for no values (a figure in results.json, never NaN)."""
+    return percentile(xs, q) if xs else 0.0
 
 
 def check_propagation(history: list[dict[str, Any]], bound_ms: float = 2000, max_anomalies: int = 20,
@@ -191,10 +182,10 @@ def check_propagation(history: list[dict[str, Any]], bound_ms: float = 2000, max
     nodes = rd.nodes()
     out: dict[str, Any] = {
         "bound_ms": bound_ms, "nodes": len(nodes), "updates": len(props),
-        "propagation_ms": {"p50": ms(percentile(props, 50)), "p99": ms(percentile(props, 99)),
+        "propagation_ms": {"p50": ms(pct(props, 50)), "p99": ms(pct(props, 99)),
                            "max": ms(max(props, default=0.0)),
                            "max_finite": ms(max(finite, default=0.0))},
-        "read_interval_ms": {"p50": round(percentile(gaps, 50) / 1e6, 1), "p99": round(percentile(gaps, 99) / 1e6, 1)},
+        "read_interval_ms": {"p50": round(pct(gaps, 50) / 1e6, 1), "p99": round(pct(gaps, 99) / 1e6, 1)},
         "unpropagated_updates": sum(1 for p in props if math.isinf(p)),
         "slow_updates": len(slow),
         "stale_reads": sum(n["stale_reads"] for n in per_node.values()),
