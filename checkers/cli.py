@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from checkers import CHECKERS, CheckerLookupError, CheckPlan, judge, plan_for, run_checkers
+from checkers import CHECKERS, CheckerLookupError, CheckPlan, judge, models, plan_for, run_checkers
 from core.history import HistoryError, load_history_tail
 from core.ops import pair
 from core.verdict import Exit, Verdict
@@ -29,8 +29,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the history)")
     p.add_argument("--workload", "-w", help="judge as a run of this workload (its checkers and options)")
     p.add_argument("--format", choices=("jsonl", "jepsen-edn"), help="history format (default: by extension)")
-    p.add_argument("--model", choices=("register", "cas-register", "multi-register", "mutex"),
-                   help="linearizability model (default: register for ours, guessed from the ops for EDN)")
+    p.add_argument("--model", metavar="MODEL",
+                   help="linearizability model: register, cas-register, multi-register, mutex, or a model "
+                        "of your own as module.path:Name (default: register for ours, guessed from the ops "
+                        "for EDN)")
     p.add_argument("--initial", help="initial value, JSON or EDN (e.g. 0, nil, '{:x 0 :y 0}'); default nil")
     p.add_argument("--opt", action="append", default=[], metavar="CHECKER.KEY=VALUE",
                    help="a checker option, value as JSON (e.g. staleness.bound_ms=100); repeatable")
@@ -235,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format or ("jepsen-edn" if path.suffix == ".edn" else "jsonl")
     try:
         opts = _parse_opts(args)
+        if args.model is not None:
+            models.resolve(args.model)  # an unknown name or a bad import path is bad input, in one line
         initial = _parse_value(args.initial) if args.initial is not None else None
         judge_fn = _judge_edn if fmt == "jepsen-edn" else _judge_jsonl
         results = judge_fn(path, args, opts, initial)

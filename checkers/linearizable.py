@@ -391,10 +391,11 @@ def check(history: list[dict[str, Any]], *, model: str | Any = "register", initi
           slice_steps: int = 5000, order: str = "time", empty_ok: bool = False, **_: Any) -> dict[str, Any]:
     """Check linearizability of every key (partition) against ``model``.
 
-    ``model``: a built-in model's name (``MODELS``), an import path ``module.path:Name``, or a
-    model object (``checkers.models``). ``initial``: the initial value (multi-register: a dict).
-    ``nil_reads_any``: an ok read of nil means "value unknown" (Knossos's convention for Jepsen
-    histories). ``order``: real-time order
+    ``model``: a built-in model's name (``MODELS``), an import path ``module.path:Name`` (a class
+    is instantiated without arguments), or a model object (``checkers.models``). ``initial``: the
+    initial value (multi-register: a dict). ``nil_reads_any``: an ok read of nil means "value
+    unknown" (Knossos's convention for Jepsen histories; for the built-in models named by name — a
+    model object or a user's model applies its own rules). ``order``: real-time order
     from ``time_ns`` ("time", our histories: the history index can put a completion before an invoke
     whose clock was read earlier) or from the position in the history ("index", Jepsen's convention:
     EDN histories). ``empty_ok``: a history with nothing to judge (no key with both a write that
