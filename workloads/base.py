@@ -16,6 +16,7 @@ from typing import Any
 from core.clients import Pg
 from core.history import HistoryError
 from core.ops import Paired, pair
+from core.stats import percentile
 from strategies.base import KV_SCHEMA
 
 
@@ -58,6 +59,11 @@ def paired(history: list[dict[str, Any]]) -> Paired:
         return pair(history)
     except HistoryError:
         return pair(history, strict=False)
+
+
+def pct(xs: list[float], q: float) -> float:
+    """``core.stats.percentile`` as a checker's figure: 0 for no values (results.json never holds NaN)."""
+    return percentile(xs, q) if xs else 0.0
 
 
 # -- step hooks (played by the nemesis as ``step:NAME`` faults; harness/faults/step.py) -----------------

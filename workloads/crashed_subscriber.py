@@ -28,8 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 from core.ops import nothing_to_judge
-from workloads.base import Direct, Workload, setup_kv
-from workloads.feature_flags import Reads, pct
+from workloads.base import Direct, Workload, pct, setup_kv
+from workloads.feature_flags import Reads
 
 SUB_STRATEGIES = ("sub-pubsub", "sub-pubsub-ttl", "sub-kafka-group", "sub-kafka-latest", "sub-version-check")
 

@@ -32,8 +32,7 @@ from collections import defaultdict
 from typing import Any
 
 from core.ops import nothing_to_judge
-from core.stats import percentile
-from workloads.base import Workload, paired
+from workloads.base import Workload, paired, pct
 
 FLAG_STRATEGIES = ("flags-ttl-long", "flags-ttl-short", "flags-pubsub", "flags-pubsub-ttl", "flags-polling",
                    "flags-l1-l2")
@@ -104,11 +103,6 @@ class Reads:
 
 def ms(x: float) -> float | str:
     return "unbounded" if math.isinf(x) else round(x / 1e6, 1)
-
-
-def pct(xs: list[float], q: float) -> float:
-    """``core.stats.percentile``, 0 for no values (a figure in results.json, never NaN)."""
-    return percentile(xs, q) if xs else 0.0
 
 
 def check_propagation(history: list[dict[str, Any]], bound_ms: float = 2000, max_anomalies: int = 20,
