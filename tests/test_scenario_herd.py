@@ -4,7 +4,7 @@ Positive control: herd-none lets every concurrent reader load the DB at each exp
 herd-epochs checker fails with ``herd`` anomalies, far above the bound). Negative controls: the
 SET NX lock loads once per expiry. Follow-up: a lock holder stalled and killed mid-fetch
 makes the waiters stall for about the lock TTL; a holder that wakes after its lock expired sets a
-stale value (``stale-set``) unless a fencing token refuses it.
+stale value (``late-fill``) unless a fencing token refuses it.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def test_lock_coalescing_loads_once_per_expiry(cluster: Cluster, tmp_path: Path)
     assert herd["valid"] is True, herd
     assert herd["events"] >= 3 and herd["loads_per_event"]["max"] == 1
     assert herd["waiter_stall_ms"]["n"] > 0  # readers did wait for the one loader
-    assert res["checkers"]["stale-set"]["valid"] is True
+    assert res["checkers"]["late-fill"]["valid"] is True
     assert res["valid"] is True
 
 
@@ -68,13 +68,13 @@ def test_lock_holder_killed_mid_fetch_waiters_stall_for_lock_ttl(cluster: Cluste
 def test_late_set_after_lock_expiry_and_fencing(cluster: Cluster, tmp_path: Path, fencing: bool) -> None:
     res = _run(cluster, tmp_path, "herd-lock", nodes=2, faults="holder-pause", time_limit=5.0,
                params={"lock_ttl": 2.0, "stall_at": 0.8, "stall_for": 3.0, "fencing": fencing})
-    stale, herd = res["checkers"]["stale-set"], res["checkers"]["herd-epochs"]
+    stale, herd = res["checkers"]["late-fill"], res["checkers"]["herd-epochs"]
     # the holder sleeps stall_for = 3 s (never less); one holder is paused
     assert [h["stalled_ms"] >= 2900 for h in herd["stalled_holders"]] == [True], herd["stalled_holders"]
     if fencing:
         assert stale["valid"] is True and herd["rejected_sets"] == 1, (stale, herd)
     else:
-        assert stale["valid"] is False and stale["anomalies"][0]["type"] == "stale-set", stale
+        assert stale["valid"] is False and stale["anomalies"][0]["type"] == "late-fill", stale
         assert "went backwards" in stale["anomalies"][0]["explanation"]
 
 

@@ -15,7 +15,7 @@ whose end it is reacting to (``epoch``), so the checkers here count exactly, wit
   cost more than ``bound`` loads (default 1; ``scope: node`` bounds loads per node instead, which
   is what single-flight promises). Also the waiter stall (how long coalesced readers waited:
   max/p99, ~lock TTL when a holder dies), fallbacks, and sets refused by a fencing token or lease.
-* ``stale-set``: a fill that put an *older* version than an earlier fill of the same key (the
+* ``late-fill``: a fill that put an *older* version than an earlier fill of the same key (the
   cache went backwards): a late set by a loader that read the DB before another loader that
   already filled — the herd's race, or a lock holder that outlived its lock. Each anomaly names
   both fills, the versions and how many reads the stale fill served.
@@ -34,14 +34,13 @@ than two nodes; a step that found no holder to act on is reported not verified.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter, defaultdict
 from typing import Any
 
 from core.clients import Pg, redis_client
 from core.ops import nothing_to_judge
-from workloads.base import Direct, NothingDone, Workload, final_kv, invoke_register, requires, setup_kv
+from workloads.base import Direct, NothingDone, Workload, final_kv, invoke_register, pct, requires, setup_kv
 
 HERD_STRATEGIES = ("herd-none", "herd-lock", "herd-single-flight", "herd-xfetch", "herd-lease")
 SLOW_DB = "latency:postgres:ms=100@0+100%"
@@ -50,13 +49,6 @@ SLOW_DB = "latency:postgres:ms=100@0+100%"
 def setup_herd(d: Direct) -> None:
     setup_kv(d)
     d.pg.execute("insert into kv (key, value, version) select 'k' || i, '0'::jsonb, 1 from generate_series(0, 63) i")
-
-
-def _pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return 0.0
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, math.ceil(q / 100 * len(s)) - 1))]
 
 
 def _client_ok_reads(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -100,15 +92,15 @@ def check_herd_epochs(history: list[dict[str, Any]], bound: int = 1, scope: str 
     out: dict[str, Any] = {
         "valid": worst <= bound, "bound": bound, "scope": scope,
         "events": len(counts), "loads": len(loads), "cold_loads": sum(cold.values()),
-        "loads_per_event": {"max": max(counts, default=0), "p99": _pct(counts, 99), "p50": _pct(counts, 50),
+        "loads_per_event": {"max": max(counts, default=0), "p99": pct(counts, 99), "p50": pct(counts, 50),
                             "mean": round(sum(counts) / len(counts), 2) if counts else 0.0},
         "loads_per_event_per_node_max": max(per_node, default=0),
         "histogram": dict(sorted(Counter(counts).items())),
         "early_refreshes": sum(1 for o in loads if o.get("early")),
         "fallback_loads": sum(1 for o in loads if o.get("fallback")),
         "rejected_sets": sum(1 for o in loads if o.get("rejected")),
-        "waiter_stall_ms": {"n": len(waits), "max": max(waits, default=0.0), "p99": _pct(waits, 99),
-                            "p50": _pct(waits, 50)},
+        "waiter_stall_ms": {"n": len(waits), "max": max(waits, default=0.0), "p99": pct(waits, 99),
+                            "p50": pct(waits, 50)},
         "stalled_holders": [{"index": o["index"], "node": o.get("node"), "stalled_ms": o["stalled_ms"]}
                             for o in stalled],
         "read_infos": len(infos),
@@ -120,7 +112,10 @@ def check_herd_epochs(history: list[dict[str, Any]], bound: int = 1, scope: str 
     return out
 
 
-def check_stale_set(history: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
+def check_late_fill(history: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
+    """A fill that cached an older version than an earlier fill of the same key (the cache went
+    backwards): a loader that read the DB earlier set its value later. Not cache-warming's
+    ``stale-set`` (a fill after a write's invalidation), which judges against acknowledged writes."""
     fills: dict[str, dict[int, int]] = defaultdict(dict)  # key -> fill id -> version
     served: Counter[tuple[str, int]] = Counter()
     first: dict[tuple[str, int], int] = {}
@@ -147,13 +142,13 @@ def check_stale_set(history: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
                 count += 1
                 if len(anomalies) < 10:
                     anomalies.append({
-                        "type": "stale-set", "key": key, "ops": [first[(key, best_fill)], first[(key, f)]],
+                        "type": "late-fill", "key": key, "ops": [first[(key, best_fill)], first[(key, f)]],
                         "explanation": f"fill {f} of {key} set version {v} after fill {best_fill} had already "
                         f"cached version {best_v}: a loader that read the DB earlier set its value later (the "
                         f"cache went backwards); it served {served[(key, f)]} cache hits"})
             elif v >= best_v:
                 best_fill, best_v = f, v
-    return {"valid": count == 0, "stale_sets": count, "fills": sum(len(v) for v in fills.values()),
+    return {"valid": count == 0, "late_fills": count, "fills": sum(len(v) for v in fills.values()),
             "rejected_sets": sum(1 for o in history if o.get("rejected")), "anomalies": anomalies}
 
 
@@ -263,9 +258,9 @@ WORKLOAD = Workload(
     # the shared time-gap ``herd`` checker runs beside the exact one as a cross-check (figures only): gap
     # clustering merges the cold start with the first expiry and adjacent expiries (e.g. 31 "loads per
     # event" with 16 readers), which is why herd-epochs counts by fill id instead
-    checkers=("herd-epochs", "stale-set", "herd", "perf"),
+    checkers=("herd-epochs", "late-fill", "herd", "perf"),
     checker_opts={"herd-epochs": {"bound": 1}},
-    extra_checkers={"herd-epochs": check_herd_epochs, "stale-set": check_stale_set},
+    extra_checkers={"herd-epochs": check_herd_epochs, "late-fill": check_late_fill},
     plans={
         "none": "",
         "slow-db": SLOW_DB,

@@ -333,15 +333,15 @@ def test_thundering_herd_epochs_three_ways() -> None:
     invalid(check(_herd_loads([0, 1, 1, 1]).build()), "herd")
 
 
-def test_thundering_herd_stale_set_three_ways() -> None:
-    check = thundering_herd.check_stale_set
+def test_thundering_herd_late_fill_three_ways() -> None:
+    check = thundering_herd.check_late_fill
     nothing(check(reads_only()), "no read reported a fill id")
     one_fill = H().op(1, "read", "k0", 1, 0, 1, version=1, fill=1).op(2, "read", "k1", 1, 0, 1, version=1, fill=2)
     nothing(check(one_fill.build()), "no key was filled twice")
     ok = H().op(1, "read", "k0", 1, 0, 1, version=1, fill=1).op(2, "read", "k0", 2, 2, 3, version=2, fill=2)
     assert check(ok.build())["valid"] is True
     bad = H().op(1, "read", "k0", 2, 0, 1, version=2, fill=1).op(2, "read", "k0", 1, 2, 3, version=1, fill=2, hit=True)
-    invalid(check(bad.build()), "stale-set")
+    invalid(check(bad.build()), "late-fill")
 
 
 def _db_final(b: H, key: str, committed: list[list[Any]], t: float = 1000) -> H:
