@@ -88,6 +88,11 @@ class BaseModel:
     state_verb = "hold"             # "... the object could only hold 3"
     anomaly_type = "nonlinearizable"
 
+    def __init__(self, nil_reads_any: bool = False) -> None:
+        # an ok read of nil means "value unknown" (Knossos's convention for Jepsen histories), for
+        # the models that read
+        self.nil_reads_any = nil_reads_any
+
     def init(self, initial: Any, ops: list[Op]) -> Hashable:
         return hashable(initial)
 
@@ -145,6 +150,7 @@ class _Wrapped(BaseModel):
     """A user object with the protocol's methods, given ``BaseModel``'s optional hooks."""
 
     def __init__(self, model: Any, name: str) -> None:
+        super().__init__()
         self.name = str(getattr(model, "name", None) or name)
         self.init = model.init
         self.step = model.step
@@ -158,15 +164,11 @@ class _Wrapped(BaseModel):
 
 
 class Register(BaseModel):
-    """A read/write register. ``nil_reads_any``: an ok read of nil means "value unknown" (Knossos's
-    convention for Jepsen histories)."""
+    """A read/write register."""
 
     name = "register"
     object_name = "the register"
     FS: tuple[str, ...] = ("read", "write")
-
-    def __init__(self, nil_reads_any: bool = False) -> None:
-        self.nil_reads_any = nil_reads_any
 
     def ignores(self, op: Op) -> bool:
         return op.f not in ("read", "write", "cas")  # a cas under the register model is an error, not ignored
@@ -281,9 +283,6 @@ class Mutex(BaseModel):
     state_verb = "be"
     anomaly_type = "mutex-violation"
 
-    def __init__(self, nil_reads_any: bool = False) -> None:
-        self.nil_reads_any = nil_reads_any
-
     def init(self, initial: Any, ops: list[Op]) -> bool:
         return False if initial is None else bool(initial)
 
@@ -314,9 +313,6 @@ class MultiRegister(BaseModel):
 
     name = "multi-register"
     object_name = "the registers"
-
-    def __init__(self, nil_reads_any: bool = False) -> None:
-        self.nil_reads_any = nil_reads_any
 
     def init(self, initial: Any, ops: list[Op]) -> tuple[tuple[str, Any], ...]:
         regs = sorted({str(m[1]) for op in ops if isinstance(op.value, (list, tuple))
@@ -368,7 +364,8 @@ def resolve(spec: str | Any, *, nil_reads_any: bool = False) -> BaseModel:
     """A model from a built-in name, an import path ``module.path:Name`` (a class, instantiated
     without arguments, or an instance), or a model object. Raises ValueError in one line."""
     if not isinstance(spec, str):
-        return _as_base(spec, type(spec).__name__, repr(spec))
+        obj = spec() if isinstance(spec, type) else spec
+        return _as_base(obj, type(obj).__name__, repr(spec))
     if spec in BUILTIN:
         return BUILTIN[spec](nil_reads_any=nil_reads_any)
     mod_name, colon, attr = spec.partition(":")

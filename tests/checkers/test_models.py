@@ -14,6 +14,7 @@ import random
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ NOT_A_MODEL = 3
 
 
 @pytest.fixture
-def usermod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def usermod(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The name of a throwaway module holding the models above, importable for this test."""
     name = f"cc_user_models_{uuid.uuid4().hex[:8]}"
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(USER_MODELS))
@@ -140,6 +141,7 @@ def test_a_protocol_only_model_and_a_model_object(usermod: str) -> None:
     mod = sys.modules[usermod]
     assert check(counter_history(3), model=mod.Counter())["valid"] is True
     assert check(counter_history(4), model=mod.Counter())["model"] == "counter"
+    assert check(set_history(False), model=mod.GrowSet)["valid"] is False  # a class is instantiated
 
 
 def write_jsonl(path: Path, h: list[dict[str, Any]]) -> Path:
