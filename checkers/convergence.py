@@ -22,7 +22,8 @@ from core.ops import anomaly, hashable, key_versions, pair, read_version, secs, 
 
 
 def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version: int = 0,
-          max_converge_ms: float | None = None, max_anomalies: int = 100, **_: Any) -> dict[str, Any]:
+          max_converge_ms: float | None = None, max_anomalies: int = 100, bound_s: float | None = None,
+          **_: Any) -> dict[str, Any]:
     """Result: ``keys_checked``, ``diverged`` (count of key/node views that differ from the DB),
     ``unchecked_keys``, ``last_fault_stop_s``, ``time_to_converge_ms``, ``anomalies`` of type
     ``divergent`` (a node's cache differs from the DB after heal; and ``slow-convergence`` when over
@@ -63,6 +64,8 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
                     f"{vtext(r.value, read_version(kv, r))}{src} at {secs(r.t0)}, while the DB holds "
                     f"{vtext(fin.value, read_version(kv, fin))}: the cache did not converge.", node=node))
     window = _window(paired.nemesis)
+    if bound_s is not None:  # a bound the user demands (checker option convergence.bound_s)
+        window["bound_s"] = bound_s
     converge_s = _converge_s(kvs, window["heal_ns"]) if window["heal_ns"] is not None else None
     if anomalies and window["limit_s"] is not None:
         for a in anomalies:

@@ -305,6 +305,9 @@ class Run:
     def _converge_window(self) -> tuple[float | None, float]:
         """(the strategy's declared convergence bound, how long after heal to keep re-reading)."""
         bound = strategies.convergence_bound(strategies.build(self.p.strategy_cls, self.cfg.params))
+        demanded = (self.cfg.checker_opts.get("convergence") or {}).get("bound_s")
+        if isinstance(demanded, (int, float)):  # the user's own requirement (an SLO) replaces the strategy's
+            bound = float(demanded)
         if self.cfg.converge_limit is not None:
             return bound, self.cfg.converge_limit
         return bound, (min(bound + 0.5, DEFAULT_CONVERGE_LIMIT_S) if bound is not None else 0.0)

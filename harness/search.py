@@ -220,6 +220,7 @@ class SearchOptions:
     quiesce: float = 0.3
     op_timeout: float = 0.5
     checkers: list[str] | None = None  # default: the workload's
+    checker_opts: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"convergence": {"bound_s": 1}}
     reports: str | None = None
     keep_passing: bool = False  # keep the run directories of passing runs (default: delete them)
 
@@ -336,6 +337,7 @@ class Search:
                         faults=c.schedule_text or None, time_limit=c.time_limit, concurrency=c.concurrency,
                         rate=c.rate, seed=seed, keys=c.keys, mix=c.mix, op_timeout=self.opts.op_timeout,
                         quiesce=self.opts.quiesce, checkers=self.opts.checkers, reports=str(self.dir / "runs"),
+                        checker_opts={k: dict(v) for k, v in self.opts.checker_opts.items()},
                         command=["cachecert", "search", self.workload.name, "(candidate)"])
         try:
             p = prepare(cfg)
