@@ -44,24 +44,17 @@ from core.ops import (
     hashable,
     key_versions,
     ms,
-    nothing_to_judge,
     pair,
     read_version,
     reader,
     secs,
+    source_words,
+    stale_read_words,
+    tally,
+    verdict,
     vtext,
     who,
 )
-
-
-def _src(op: Op) -> str:
-    if op.final_db:
-        return " from the DB"
-    if op.source == "cache":
-        return " from the cache"
-    if op.source == "db":
-        return " from the DB"
-    return ""
 
 
 def _positioned(kv: KeyVersions) -> tuple[list[tuple[int, Op, int]], list[Op]]:
@@ -97,13 +90,13 @@ def value_anomalies(kv: KeyVersions, initial: Any) -> list[dict[str, Any]]:
             err = f" ({w.error})" if w.error else ""
             out.append(anomaly(
                 "aborted-read", kv.key, [r, w],
-                f"{reader(r)} {kv.key} = {vtext(r.value, r.version)}{_src(r)} at {secs(r.t0)}, "
+                f"{reader(r)} {kv.key} = {vtext(r.value, r.version)}{source_words(r)} at {secs(r.t0)}, "
                 f"but {who(w)}'s write of {vtext(r.value)} failed at {secs(w.t1)}{err}: it never "
                 f"committed, so the read returned a value that does not exist in the DB (an aborted read)."))
         else:
             out.append(anomaly(
                 "garbage-read", kv.key, [r],
-                f"{reader(r)} {kv.key} = {vtext(r.value, r.version)}{_src(r)} at {secs(r.t0)}, "
+                f"{reader(r)} {kv.key} = {vtext(r.value, r.version)}{source_words(r)} at {secs(r.t0)}, "
                 f"but no operation ever wrote {vtext(r.value)} to {kv.key}: a garbage read."))
     return out
 
@@ -122,22 +115,19 @@ def _explain_pair(key: Any, a: Op, pa: int, va: int, b: Op, pb: int, vb: int) ->
     b_is_w = pb % 2 == 0
     if not b_is_w:
         if a_is_w:
-            return "stale-read", (
-                f"{reader(b)} {key} = {vtext(b.value, vb)}{_src(b)} at {secs(b.t0)}, but the "
-                f"write of {vtext(a.value, va)} by {who(a)} had completed at {secs(a.t1)}, "
-                f"{gap} before that read began: a stale read.")
+            return "stale-read", stale_read_words(key, b, vb, a, va) + "."
         if a.process == b.process:
             return "non-monotonic-read", (
-                f"{Who(b)} read {key} = {vtext(a.value, va)}{_src(a)} (done at {secs(a.t1)}), "
-                f"then read {key} = {vtext(b.value, vb)}{_src(b)} at {secs(b.t0)}: its reads went back "
+                f"{Who(b)} read {key} = {vtext(a.value, va)}{source_words(a)} (done at {secs(a.t1)}), "
+                f"then read {key} = {vtext(b.value, vb)}{source_words(b)} at {secs(b.t0)}: its reads went back "
                 f"from version {va} to version {vb} (a non-monotonic read).")
         return "stale-read", (
-            f"{reader(b)} {key} = {vtext(b.value, vb)}{_src(b)} at {secs(b.t0)}, but "
-            f"{who(a)} had already {'returned' if a.is_final else 'read'} the newer {vtext(a.value, va)}{_src(a)}, done at {secs(a.t1)}, "
+            f"{reader(b)} {key} = {vtext(b.value, vb)}{source_words(b)} at {secs(b.t0)}, but "
+            f"{who(a)} had already {'returned' if a.is_final else 'read'} the newer {vtext(a.value, va)}{source_words(a)}, done at {secs(a.t1)}, "
             f"{gap} before that read began: a stale read (a newer version was visible, then was not).")
     if not a_is_w and va == vb:
         return "future-read", (
-            f"{reader(a)} {key} = {vtext(a.value, va)}{_src(a)}, done at {secs(a.t1)}, "
+            f"{reader(a)} {key} = {vtext(a.value, va)}{source_words(a)}, done at {secs(a.t1)}, "
             f"{gap} before {who(b)} even began writing {vtext(b.value)} at {secs(b.t0)}: "
             f"a read from the future.")
     return "version-order-violation", (
@@ -198,8 +188,7 @@ def _check_key_fast(kv: KeyVersions, max_anomalies: int) -> tuple[list[dict[str,
         if pa <= pb or a is b:
             continue
         typ, expl = _explain_pair(kv.key, a, pa, va, b, pb, vb)
-        counts[typ] = counts.get(typ, 0) + 1
-        if len(found) < max_anomalies:
+        if tally(counts, typ, found, max_anomalies):
             found.append(anomaly(typ, kv.key, [a, b], expl, cycle=_cycle(kv.key, a, pa, b, pb, chain),
                                  versions=[va, vb], lag_ms=round((b.t0 - a.t1) / 1e6, 3)))
     return found, counts, len(unknown)
@@ -315,15 +304,6 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
     out: dict[str, Any] = {"keys": len(kvs), "counts": counts, "unversioned_writes": unversioned,
                            "method": method, "time_s": round(time.monotonic() - t0, 4)}
     out["anomaly_count"] = sum(counts.values())
-    if counts:
-        out["valid"] = False
-        out["anomalies"] = anomalies
-    elif (why := nothing_judged(kvs)) is not None:
-        return nothing_to_judge(why, **out)
-    elif unversioned:
-        out["valid"] = "unknown"
-        out["error"] = (f"{unversioned} acknowledged write(s) have no known version: the version order "
-                        "cannot be fully judged")
-    else:
-        out["valid"] = True
-    return out
+    return verdict(out, anomalies, invalid=bool(counts), nothing=None if counts else nothing_judged(kvs),
+                   partial=(f"{unversioned} acknowledged write(s) have no known version: the version order "
+                            "cannot be fully judged") if unversioned else None)

@@ -392,6 +392,22 @@ def reader(op: Op | dict[str, Any], start: bool = True) -> str:
     return f"{w} returned" if is_final(op) else f"{w} read"
 
 
+def source_words(op: Op) -> str:
+    """Where a read's value came from, as a phrase to append: " from the cache", " from the DB" (a
+    final read of the DB itself, or an op reporting ``source: "db"``), or "" when not reported."""
+    if op.final_db:
+        return " from the DB"
+    return {"cache": " from the cache", "db": " from the DB"}.get(op.source, "")
+
+
+def stale_read_words(key: Any, r: Op, vr: Any, w: Op, wv: Any) -> str:
+    """The story of read ``r`` (of version ``vr``) that began after write ``w`` (of version ``wv``)
+    had completed, up to "a stale read" (the caller ends the sentence)."""
+    return (f"{reader(r)} {key} = {vtext(r.value, vr)}{source_words(r)} at {secs(r.t0)}, but the "
+            f"write of {vtext(w.value, wv)} by {who(w)} had completed at {secs(w.t1)}, "
+            f"{ms(r.t0 - w.t1)} before that read began: a stale read")
+
+
 # -- nothing to judge -----------------------------------------------------------------------------------
 
 NOTHING_TO_JUDGE = "nothing to judge"
@@ -401,6 +417,32 @@ def nothing_to_judge(reason: str, **evidence: Any) -> dict[str, Any]:
     """The verdict of a checker that saw nothing it judges: unknown, never valid. ``reason`` says what
     was missing, in words ("no acknowledged writes"); ``evidence`` carries the usual counts."""
     return {**evidence, "valid": "unknown", "reason": f"{NOTHING_TO_JUDGE}: {reason}"}
+
+
+def verdict(out: dict[str, Any], anomalies: list[dict[str, Any]], *, invalid: bool, nothing: str | None = None,
+            partial: str | None = None) -> dict[str, Any]:
+    """Give ``out`` its verdict, in the order every checker follows: ``invalid`` (an anomaly was found
+    in what was judged) makes it False with ``anomalies``, whatever else; then ``nothing`` (what was
+    missing) makes it unknown, nothing judged; then ``partial`` (what could not be judged) makes it
+    unknown with that ``error``; else it is valid."""
+    if invalid:
+        out["valid"] = False
+        out["anomalies"] = anomalies
+        return out
+    if nothing is not None:
+        return nothing_to_judge(nothing, **out)
+    if partial is not None:
+        out["valid"] = "unknown"
+        out["error"] = partial
+    else:
+        out["valid"] = True
+    return out
+
+
+def tally(counts: dict[str, int], type_: str, kept: list[Any], limit: int) -> bool:
+    """Count one anomaly of ``type_``; True while ``kept`` has room (under ``limit``) for its evidence."""
+    counts[type_] = counts.get(type_, 0) + 1
+    return len(kept) < limit
 
 
 def vtext(value: Any, version: Any = None) -> str:
