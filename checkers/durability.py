@@ -12,14 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from core.ops import (
+    Op,
     Who,
     anomaly,
     hashable,
     key_versions,
-    nothing_to_judge,
     pair,
     read_version,
     secs,
+    verdict,
     vtext,
     who,
 )
@@ -54,15 +55,7 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
             if wh == fh:
                 continue
             wv = read_version(kv, w)
-            why = None
-            if writer is None:
-                why = ("the DB still holds the initial value " + vtext(fin.value, fv)) if fh == init_h else \
-                      f"the DB holds {vtext(fin.value, fv)}, which nobody wrote"
-            elif writer.t1 < w.t0:
-                why = (f"the DB holds {vtext(fin.value, fv)}, written by {who(writer)} whose write "
-                       f"completed at {secs(writer.t1)}, before the lost write began")
-            elif fv is not None and wv is not None and fv < wv:
-                why = f"the DB holds {vtext(fin.value, fv)}, an older version"
+            why = _lost_because(w, wv, fin, fv, writer, fh == init_h)
             if why is None:
                 continue
             lost += 1
@@ -75,17 +68,22 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
     out: dict[str, Any] = {"acknowledged": acked, "lost": lost, "keys_checked": checked,
                            "unchecked_keys": len(unchecked)}
     out["anomaly_count"] = lost
-    if lost:
-        out["valid"] = False
-        out["anomalies"] = anomalies
-    elif not acked:
-        return nothing_to_judge("no acknowledged writes", **out)
-    elif not checked:
-        return nothing_to_judge("no final reads of the DB (of any written key)", **out)
-    elif unchecked:
-        out["valid"] = "unknown"
-        out["error"] = (f"{len(unchecked)} written key(s) have no final DB read (e.g. {unchecked[0]!r}): "
-                        "durability cannot be judged for them")
-    else:
-        out["valid"] = True
-    return out
+    nothing = ("no acknowledged writes" if not acked else
+               "no final reads of the DB (of any written key)" if not checked else None)
+    partial = (f"{len(unchecked)} written key(s) have no final DB read (e.g. {unchecked[0]!r}): "
+               "durability cannot be judged for them") if unchecked else None
+    return verdict(out, anomalies, invalid=bool(lost), nothing=nothing, partial=partial)
+
+
+def _lost_because(w: Op, wv: Any, fin: Op, fv: Any, writer: Op | None, initial: bool) -> str | None:
+    """Why the acknowledged write ``w`` (of version ``wv``) is lost, given the DB's final read ``fin``
+    (of version ``fv``, written by ``writer``; ``initial``: it is the initial value); None if not lost."""
+    if writer is None:
+        return ("the DB still holds the initial value " + vtext(fin.value, fv)) if initial else \
+               f"the DB holds {vtext(fin.value, fv)}, which nobody wrote"
+    if writer.t1 < w.t0:
+        return (f"the DB holds {vtext(fin.value, fv)}, written by {who(writer)} whose write "
+                f"completed at {secs(writer.t1)}, before the lost write began")
+    if fv is not None and wv is not None and fv < wv:
+        return f"the DB holds {vtext(fin.value, fv)}, an older version"
+    return None

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.ops import READ_FS, Who, anomaly, nothing_to_judge, pair, secs
-
-
-def _src(op: Any) -> str:
-    return {"cache": " from the cache", "db": " from the DB"}.get(op.source, "")
+from core.ops import READ_FS, Who, anomaly, nothing_to_judge, pair, secs, source_words
 
 
 def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_anomalies: int = 100,
@@ -52,7 +48,7 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
                            if len(vals) > 1 else f"field(s) {', '.join(map(str, missing))} are missing while others are set")
                     anomalies.append(anomaly(
                         "torn-read", op.key, [op],
-                        f"{Who(op)} read {op.key}{_src(op)} at {secs(op.t0)} and got {{{shown}}}: {why} "
+                        f"{Who(op)} read {op.key}{source_words(op)} at {secs(op.t0)} and got {{{shown}}}: {why} "
                         f"— a torn read.", fields=v))
             if req and not flagged_invalid:
                 lacking = [f for f in req if v.get(f) is None]
@@ -61,7 +57,7 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
                     if len(anomalies) < max_anomalies:
                         anomalies.append(anomaly(
                             "old-schema-read", op.key, [op],
-                            f"{Who(op)} read {op.key}{_src(op)} at {secs(op.t0)} and got an object without "
+                            f"{Who(op)} read {op.key}{source_words(op)} at {secs(op.t0)} and got an object without "
                             f"the required field(s) {', '.join(map(str, lacking))} — an old-schema object returned "
                             f"as valid."))
         elif req and not flagged_invalid:
@@ -69,7 +65,7 @@ def check(history: list[dict[str, Any]], *, required_fields: Any = None, max_ano
             if len(anomalies) < max_anomalies:
                 anomalies.append(anomaly(
                     "old-schema-read", op.key, [op],
-                    f"{Who(op)} read {op.key}{_src(op)} at {secs(op.t0)} and got {v!r}, not an object with "
+                    f"{Who(op)} read {op.key}{source_words(op)} at {secs(op.t0)} and got {v!r}, not an object with "
                     f"the required field(s) {', '.join(map(str, req))} — an old-schema value returned as valid."))
     out: dict[str, Any] = {"reads": n, "object_reads": objects, "torn": torn, "old_schema": old,
                            "required_fields": req}

@@ -13,6 +13,7 @@ from typing import Any
 from core.ops import (
     READ_FS,
     WRITE_FS,
+    Op,
     Who,
     anomaly,
     hashable,
@@ -21,12 +22,10 @@ from core.ops import (
     pair,
     read_version,
     secs,
+    source_words,
+    tally,
     vtext,
 )
-
-
-def _src(op: Any) -> str:
-    return {"cache": " from the cache", "db": " from the DB"}.get(op.source, "")
 
 
 def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version: int = 0,
@@ -39,8 +38,8 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
     paired = pair(history)
     kvs = key_versions(paired, initial=initial, initial_version=initial_version)
     # per (process, key): (version, op) of the last acked own write and of the newest read
-    own: dict[tuple[Any, Any], tuple[int, Any]] = {}
-    seen: dict[tuple[Any, Any], tuple[int, Any]] = {}
+    own: dict[tuple[Any, Any], tuple[int, Op]] = {}
+    seen: dict[tuple[Any, Any], tuple[int, Op]] = {}
     counts = {"read-your-writes": 0, "non-monotonic-read": 0}
     anomalies: list[dict[str, Any]] = []
     procs = set()
@@ -63,32 +62,41 @@ def check(history: list[dict[str, Any]], *, initial: Any = None, initial_version
                 continue
             ow = own.get(pk)
             judged["read-your-writes"] += ow is not None
-            if ow is not None and vr < ow[0]:
-                counts["read-your-writes"] += 1
-                if len(anomalies) < max_anomalies:
-                    w = ow[1]
-                    anomalies.append(anomaly(
-                        "read-your-writes", op.key, [w, op],
-                        f"{Who(op)} wrote {op.key} = {vtext(w.value, ow[0])}, acknowledged at "
-                        f"{secs(w.t1)}, then read {op.key} = {vtext(op.value, vr)}{_src(op)} at {secs(op.t0)}: "
-                        f"it did not see its own write (read-your-writes violated)."))
+            if ow is not None and vr < ow[0] and tally(counts, "read-your-writes", anomalies, max_anomalies):
+                anomalies.append(_missed_own_write(op, vr, *ow))
             sw = seen.get(pk)
             judged["monotonic-reads"] += sw is not None and bool(kv.writes)
-            if sw is not None and vr < sw[0]:
-                counts["non-monotonic-read"] += 1
-                if len(anomalies) < max_anomalies:
-                    p = sw[1]
-                    anomalies.append(anomaly(
-                        "non-monotonic-read", op.key, [p, op],
-                        f"{Who(op)} read {op.key} = {vtext(p.value, sw[0])}{_src(p)} at {secs(p.t0)}, "
-                        f"then {op.key} = {vtext(op.value, vr)}{_src(op)} at {secs(op.t0)}: its reads went back "
-                        f"from version {sw[0]} to version {vr} (monotonic reads violated)."))
+            if sw is not None and vr < sw[0] and tally(counts, "non-monotonic-read", anomalies, max_anomalies):
+                anomalies.append(_went_back(op, vr, *sw))
             if sw is None or vr > sw[0]:
                 seen[pk] = (vr, op)
+    return _result(counts, anomalies, len(procs), judged)
+
+
+def _missed_own_write(r: Op, vr: int, vw: int, w: Op) -> dict[str, Any]:
+    """Read ``r`` (of version ``vr``) by the process whose write ``w`` (of version ``vw``) it missed."""
+    return anomaly(
+        "read-your-writes", r.key, [w, r],
+        f"{Who(r)} wrote {r.key} = {vtext(w.value, vw)}, acknowledged at "
+        f"{secs(w.t1)}, then read {r.key} = {vtext(r.value, vr)}{source_words(r)} at {secs(r.t0)}: "
+        f"it did not see its own write (read-your-writes violated).")
+
+
+def _went_back(r: Op, vr: int, vp: int, p: Op) -> dict[str, Any]:
+    """Read ``r`` (of version ``vr``) by the process whose earlier read ``p`` saw the newer ``vp``."""
+    return anomaly(
+        "non-monotonic-read", r.key, [p, r],
+        f"{Who(r)} read {r.key} = {vtext(p.value, vp)}{source_words(p)} at {secs(p.t0)}, "
+        f"then {r.key} = {vtext(r.value, vr)}{source_words(r)} at {secs(r.t0)}: its reads went back "
+        f"from version {vp} to version {vr} (monotonic reads violated).")
+
+
+def _result(counts: dict[str, int], anomalies: list[dict[str, Any]], processes: int,
+            judged: dict[str, int]) -> dict[str, Any]:
     ryw = counts["read-your-writes"]
     mono = counts["non-monotonic-read"]
     out: dict[str, Any] = {
-        "processes": len(procs),
+        "processes": processes,
         "read_your_writes": ryw == 0,
         "monotonic_reads": mono == 0,
         "read_your_writes_violations": ryw,
