@@ -18,7 +18,7 @@ import pytest
 import redis
 from _procs import TAG_VAR, make_state, new_tag, pid_records, tagged, wait_gone
 
-from core.verdict import HARNESS, USAGE
+from core.verdict import Exit
 from harness import paths
 from harness.cluster import Cluster, list_clusters
 from harness.services import ServiceError
@@ -80,9 +80,9 @@ def test_up_status_down(state: Path, tag: str) -> None:
 
     # a second up while one runs: refused, and the first is untouched
     again = cli(state, tag, "up", "--services", "redis")
-    one_line_error(again, USAGE, "already running", "default")
+    one_line_error(again, Exit.USAGE, "already running", "default")
     same = cli(state, tag, "up", "--services", "redis", "--name", "default")
-    one_line_error(same, USAGE, "already running")
+    one_line_error(same, Exit.USAGE, "already running")
     assert all(r.matches() for r in recs) and Path(info["dir"], "cluster.json").exists()
     assert redis.Redis(host=host, port=int(port), socket_timeout=5).ping()
 
@@ -118,23 +118,23 @@ def test_port_already_taken(state: Path, tag: str) -> None:
         for base in (port, port - 2):  # the first port, or one further into the range
             t = time.monotonic()
             res = cli(state, tag, "up", "--services", "redis", "--port-base", str(base), "--name", f"p{base}")
-            one_line_error(res, HARNESS, "already in use", *([f"port {port} "] if base == port else []))
+            one_line_error(res, Exit.HARNESS, "already in use", *([f"port {port} "] if base == port else []))
             assert time.monotonic() - t < 15
     assert tagged(tag) == []
 
 
 def test_bad_options_are_usage_errors(state: Path, tag: str) -> None:
-    one_line_error(cli(state, tag, "up", "--services", "redis,memcached"), USAGE, "unknown service 'memcached'")
-    one_line_error(cli(state, tag, "up", "--services", ","), USAGE, "--services is empty")
-    one_line_error(cli(state, tag, "up", "--port-base", "70000"), USAGE, "out of range")
-    one_line_error(cli(state, tag, "up", "--port-base", "many"), USAGE, "invalid int value")
+    one_line_error(cli(state, tag, "up", "--services", "redis,memcached"), Exit.USAGE, "unknown service 'memcached'")
+    one_line_error(cli(state, tag, "up", "--services", ","), Exit.USAGE, "--services is empty")
+    one_line_error(cli(state, tag, "up", "--port-base", "70000"), Exit.USAGE, "out of range")
+    one_line_error(cli(state, tag, "up", "--port-base", "many"), Exit.USAGE, "invalid int value")
     assert tagged(tag) == []
 
 
 def test_missing_binary(state: Path, tag: str) -> None:
     t = time.monotonic()
     res = cli(state, tag, "up", "--services", "redis,postgres", CACHECERT_REDIS_SERVER="/nonexistent/redis-server")
-    one_line_error(res, HARNESS, "redis-server not found", "CACHECERT_REDIS_SERVER")
+    one_line_error(res, Exit.HARNESS, "redis-server not found", "CACHECERT_REDIS_SERVER")
     assert time.monotonic() - t < 15
     assert tagged(tag) == []  # found before anything (even toxiproxy) was spawned
 
@@ -171,7 +171,7 @@ def test_corrupt_postgres_data_dir(state: Path, tag: str) -> None:
     (data / "global" / "pg_control").write_bytes(os.urandom(8192))  # garbage control file
     t = time.monotonic()
     res = cli(state, tag, "up", "--services", "postgres", "--name", "corrupt")
-    first = one_line_error(res, HARNESS, "postgres:", "during start")
+    first = one_line_error(res, Exit.HARNESS, "postgres:", "during start")
     assert time.monotonic() - t < 30
     assert "FATAL" in res.stderr and "initdb" in res.stderr, res.stderr  # the log tail says why
     assert "log " in first
@@ -182,7 +182,7 @@ def test_stale_postmaster_pid(state: Path, tag: str) -> None:
     data = _pg_copy(state, "stale")
     (data / "postmaster.pid").write_text("999999\n")
     res = cli(state, tag, "up", "--services", "postgres", "--name", "stale")
-    one_line_error(res, HARNESS, "postgres: stale data directory", "postmaster.pid")
+    one_line_error(res, Exit.HARNESS, "postgres: stale data directory", "postmaster.pid")
     assert tagged(tag) == []
 
 
@@ -241,7 +241,7 @@ sys.exit(main(["up", "--services", "redis,postgres"]))
 def test_never_healthy_from_the_cli(state: Path, tag: str) -> None:
     res = subprocess.run([sys.executable, "-c", NEVER_HEALTHY_CLI], cwd=REPO, capture_output=True, text=True,
                          timeout=60, env=dict(os.environ, CACHECERT_STATE_DIR=str(state), **{TAG_VAR: tag}))
-    one_line_error(res, HARNESS, "redis: not healthy after 1 s")
+    one_line_error(res, Exit.HARNESS, "redis: not healthy after 1 s")
     assert "Ready to accept connections" in res.stderr
     assert wait_gone([], tag, timeout=5) == []
     # the failed cluster is recorded as stopped, and `down` clears it
