@@ -267,23 +267,23 @@ class ProcessService:
         try:
             self.proc.wait(self.stop_timeout)
         except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+            self._sigkill_and_wait()
         self._reap_group()
 
     def kill(self) -> None:
         """SIGKILL the whole process group: a crash, no chance to flush anything."""
         if self.proc is None:
             return
+        self._sigkill_and_wait()
+        self._reap_group()
+
+    def _sigkill_and_wait(self) -> None:
+        assert self.proc is not None
         self._signal(signal.SIGKILL)
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
-        self._reap_group()
 
     def _reap_group(self) -> None:
         assert self.proc is not None
