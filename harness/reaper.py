@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.services.base import alive, proc_start_time, reap_pidfiles
+from harness.services.base import alive, kill_marked, proc_start_time, reap_pidfiles
 
 ENV = "CACHECERT_REAPER"
 RELEASE = b"R"  # the owner's "stand down": the cluster was torn down normally (or is detached)
@@ -170,6 +170,7 @@ def reap(cluster_dir: Path, cluster_id: str, backend: str, pid: int, start: int 
             return "nothing to do (cluster gone or claimed by another owner)"
         pids = cluster_dir / "pids"
         groups = reap_pidfiles(sorted(pids.glob("*.json")) if pids.exists() else [], GRACE_S)
+        groups += kill_marked(cluster_dir)  # spawned, but killed before its pidfile was written
         containers = 0
         if backend == "docker":
             from harness.services.docker import sweep

@@ -279,3 +279,24 @@ def test_docker_containers_of_a_sigkilled_owner_are_removed(state: Path, tmp_pat
             owner.wait()
         for ctr in labelled():
             ctr.remove(force=True)
+
+
+def test_a_server_spawned_before_its_pidfile_is_still_found_by_its_mark(tmp_path: Path) -> None:
+    """A run killed between spawning a server and writing its pidfile: the server's environment names
+    its cluster, so the reaper still finds it; a server of another cluster is left alone."""
+    import os
+    import subprocess
+
+    from harness.services.base import CLUSTER_MARK, kill_marked
+
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    procs = [subprocess.Popen(["sleep", "60"], env={**os.environ, CLUSTER_MARK: str(d)}, start_new_session=True)
+             for d in (ours, theirs)]
+    try:
+        assert kill_marked(ours) == 1
+        assert procs[0].wait(5) == -signal.SIGKILL
+        assert procs[1].poll() is None
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(5)

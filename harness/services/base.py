@@ -130,6 +130,35 @@ def reap_pidfile(path: Path, grace: float = 3.0) -> bool:
     return reap_pidfiles([path], grace) == 1
 
 
+# every server we start carries its cluster's directory in its environment, so a server whose
+# pidfile was never written (its starter killed between spawn and write) can still be found
+CLUSTER_MARK = "CACHECERT_CLUSTER"
+
+
+def marked_groups(cluster_dir: Path) -> list[int]:
+    """Process groups of live processes whose environment names ``cluster_dir`` (see CLUSTER_MARK)."""
+    mark = f"{CLUSTER_MARK}={cluster_dir}".encode() + b"\0"
+    groups: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if mark in (proc / "environ").read_bytes() + b"\0":
+                groups.add(os.getpgid(int(proc.name)))
+        except (OSError, ProcessLookupError):
+            continue
+    return sorted(groups)
+
+
+def kill_marked(cluster_dir: Path) -> int:
+    """SIGKILL (after SIGCONT) every process group still marked as ``cluster_dir``'s; how many."""
+    groups = marked_groups(cluster_dir)
+    for g in groups:
+        kill_group(g, signal.SIGCONT)
+        kill_group(g, signal.SIGKILL)
+    return len(groups)
+
+
 def reap_pidfiles(paths: list[Path], grace: float = 3.0) -> int:
     """Terminate the process groups these pidfiles name, all at once, and remove the pidfiles.
 
@@ -173,6 +202,7 @@ class ProcessService:
         self.port = port
         self.log_path = self.dir / f"{self.name}.log"
         self.pidfile = cluster_dir / "pids" / f"{self.name}.json"
+        self.cluster_dir = cluster_dir
         self.pidfile.parent.mkdir(exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
         self.prepared = False
@@ -212,7 +242,8 @@ class ProcessService:
         try:
             self.proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.dir, env=self.env(), start_new_session=True, user=self.run_as,
+                cwd=self.dir, env={**(self.env() or os.environ), CLUSTER_MARK: str(self.cluster_dir)},
+                start_new_session=True, user=self.run_as,
             )
         except OSError as e:
             raise ServiceError(f"{self.name}: cannot start {cmd[0]}: {e.strerror}") from None
