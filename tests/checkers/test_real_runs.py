@@ -194,7 +194,9 @@ def test_herd_without_coalescing_exceeds_one_load_per_expiry(real_run: Any) -> N
     res, h = real_run("herd-none")
     r = _check(h, herd={"gap_ms": 50, "max_loads": 1})["herd"]
     assert r["valid"] is False and _types(r) == {"herd"}, r
-    assert r["max"] >= 8 and r["events"] >= 3 and r["p99"] >= r["mean"] > 1
+    # more than one load per expiry is the herd itself; how many of the 16 readers pile in depends on
+    # the machine's load (measured 7-16), so only "more than one, on average too" is asserted
+    assert r["max"] >= 2 and r["events"] >= 3 and r["p99"] >= r["mean"] > 1
     assert res["checkers"]["herd-epochs"]["valid"] is False  # the workload's exact epoch counter agrees
     _ops_point_at(h, r)
 
