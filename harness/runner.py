@@ -98,7 +98,7 @@ def prepare(cfg: RunConfig) -> Prepared:
     except (LookupError, ParamError) as e:
         raise ConfigError(str(e)) from None
     name = strategies.name_of(cls, cfg.strategy)
-    supported = getattr(cls, "workloads", None)
+    supported = workloads.homes(name) if name in strategies.REGISTRY else None
     if supported is not None and wl.name not in supported:
         raise ConfigError(f"strategy {name} cannot serve workload {wl.name} (it serves: {', '.join(supported)})")
     ops = parse_mix(cfg.mix or wl.mix) if _mix_ok(cfg.mix or wl.mix) else {}

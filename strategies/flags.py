@@ -265,7 +265,6 @@ class FlagsTtl:
     """L1 in-process cache with a TTL; no invalidation at all (the seed's starting point)."""
 
     name: ClassVar[str] = "flags-ttl-long"
-    workloads: ClassVar[tuple[str, ...]] = ("feature-flags",)
     default_ttl: ClassVar[float] = 3600.0
     uses_bus: ClassVar[bool] = False
 

@@ -35,7 +35,6 @@ from strategies.write_through import connect_or_fail, integer
 
 FIELDS: tuple[str, ...] = ("name", "email", "phone", "address")
 DEFAULT_FIELDS = ",".join(FIELDS)
-SERVES = ("invalidation-race",)
 VERSION_FIELD = "_v"
 
 
@@ -58,7 +57,6 @@ def _decode_field(raw: bytes | str | None) -> Any:
 
 class _MultiField:
     name: ClassVar[str] = ""
-    workloads: ClassVar[tuple[str, ...]] = SERVES
     default_prefix: ClassVar[str] = "mf:"
 
     def __init__(self, ttl: float = 30.0, fields: Any = DEFAULT_FIELDS, prefix: str | None = None) -> None:

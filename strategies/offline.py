@@ -52,7 +52,6 @@ from strategies.base import DefiniteFailure, Env, ParamError, positive
 
 CHANNEL = "cc:items"
 RULES = ("server-wins", "client-wins")
-WORKLOADS = ("offline-sync",)
 LINK_ERRORS = (psycopg.Error, redis.RedisError, OSError, TimeoutError)
 
 
@@ -98,7 +97,6 @@ def dominates(a: dict[str, int], b: dict[str, int]) -> bool:
 # -- the client replica ----------------------------------------------------------------------------
 class _Replica:
     name: ClassVar[str | None] = None
-    workloads: ClassVar[tuple[str, ...]] = WORKLOADS
     sync_on_reconnect: ClassVar[bool] = False
     periodic: ClassVar[bool] = False
     vectors: ClassVar[bool] = False

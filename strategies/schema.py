@@ -43,7 +43,6 @@ FIELDS = {1: ("id", "name", "email"), 2: ("id", "name", "email", "phone", "addre
 CRITICAL = ("phone",)  # payment verification: must never be served missing under schema 2
 CHANNEL = "schema-events"
 VERSION_KEY = "schema:version"  # the prefix version a booting node starts from (set by the migration)
-STRATEGY_WORKLOADS = ("schema-migration",)
 
 
 class App:
@@ -69,7 +68,6 @@ def missing_fields(obj: Any, schema: int) -> list[str]:
 
 class _SchemaBase:
     name: ClassVar[str | None] = None
-    workloads: ClassVar[tuple[str, ...]] = STRATEGY_WORKLOADS
 
     def __init__(self, ttl: float = 3.0) -> None:
         self.ttl_ms = int(positive({"ttl": ttl}, "ttl", 3.0) * 1000)

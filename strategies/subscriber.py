@@ -85,7 +85,6 @@ class SubPubSub:
     """Node cache in a per-node Redis namespace, invalidated by Redis pub/sub."""
 
     name: ClassVar[str] = "sub-pubsub"
-    workloads: ClassVar[tuple[str, ...]] = ("crashed-subscriber",)
     default_ttl: ClassVar[float] = 0.0  # 0 = no TTL
 
     def __init__(self, ttl: float | None = None, filler: int = 0) -> None:

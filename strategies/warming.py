@@ -38,8 +38,6 @@ from typing import Any, ClassVar
 
 from strategies.base import Env, ParamError, positive
 
-WORKLOADS = ("cache-warming",)
-
 # Set ARGV[1] (payload) if the cached entry is absent, older, or a tombstone of a version <= ARGV[2].
 GUARDED_FILL = """
 local cur = redis.call('GET', KEYS[1])
@@ -68,7 +66,6 @@ class _Warming:
     """Shared read/write paths and the background job; subclasses choose order and fill-on-miss."""
 
     name: ClassVar[str | None] = None
-    workloads: ClassVar[tuple[str, ...]] = WORKLOADS
     order: ClassVar[str | None] = None  # None: no warming job; "key" or "hot"
     fill_default: ClassVar[bool] = True
 

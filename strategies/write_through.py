@@ -39,8 +39,6 @@ from strategies.base import DefiniteFailure, Env, KvTable, ParamError, decode, e
 
 log = logging.getLogger("cachecert.strategy")
 
-SERVES = ("write-through-db-failure", "register")
-
 
 def connect_or_fail(db: KvTable) -> None:
     """Open this thread's DB connection now, so that a refused or timed-out connect is a *definite*
@@ -77,7 +75,6 @@ def _cached_result(entry: dict[str, Any]) -> dict[str, Any]:
 
 class _Base:
     name: ClassVar[str] = ""
-    workloads: ClassVar[tuple[str, ...]] = SERVES
     default_prefix: ClassVar[str] = "wt:"
 
     def __init__(self, ttl: float = 30.0, prefix: str | None = None) -> None:

@@ -47,4 +47,15 @@ def load(name: str) -> Workload:
         raise WorkloadLoadError(f"cannot load workload {name!r}: {e}") from None
 
 
-__all__ = ["REGISTRY", "Workload", "load", "WorkloadLoadError"]
+def homes(strategy: str) -> tuple[str, ...] | None:
+    """The workloads a strategy is bound to, from the workloads' declarations (the one place the pairing
+    is written), or None when it is general: a user's own strategy, one no workload lists, or one the
+    general workload (register) certifies."""
+    general = load("register").strategies if "register" in REGISTRY else ()
+    if strategy in general:
+        return None
+    bound = tuple(n for n in REGISTRY if strategy in (w := load(n)).strategies + w.also_runs)
+    return bound or None
+
+
+__all__ = ["REGISTRY", "Workload", "load", "homes", "WorkloadLoadError"]

@@ -96,8 +96,13 @@ def missing_for(hook: StepHook, cfg: Any, strategy_cls: type) -> str | None:
 class Workload:
     name: str
     description: str
-    strategies: tuple[str, ...]  # strategies this workload can serve (certify runs each)
+    # The strategy<->workload pairing, declared here only (a strategy module names no workload):
+    # ``strategies`` are certified on this workload, in this order; ``also_runs`` may run here but are
+    # not in its comparison. A strategy some workload lists is bound to the workloads that list it;
+    # one none lists (or that register certifies: cache-aside, no-cache) runs wherever its ops exist.
+    strategies: tuple[str, ...]
     default_strategy: str
+    also_runs: tuple[str, ...] = ()
     services: tuple[str, ...] = ("redis", "postgres")
     keys: int = 8
     mix: dict[str, float] = field(default_factory=lambda: {"read": 0.75, "write": 0.25})
