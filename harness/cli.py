@@ -155,13 +155,14 @@ def _register_extensions(sub: argparse._SubParsersAction, handlers: dict[str, Ha
     here rather than at the top so that up/status/down load none of them. A module that fails to
     import is an error of the harness, not a command that quietly goes missing."""
     from checkers import cli as checkers_cli
-    from harness import report_cli, run_cli, search_cli
+    from harness import report_cli, run_cli, search_cli, serve_node
 
-    for module in (run_cli, checkers_cli, report_cli, search_cli):
+    for module in (run_cli, checkers_cli, report_cli, search_cli, serve_node):
         module.register(sub, handlers)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness.appnodes import AppError
     from harness.cluster import ClusterError
     from harness.services import ServiceError
 
@@ -169,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     # networkx: seconds of imports on a loaded machine): `cachecert down` in a CI cleanup step and
     # the tests' many CLI calls stay fast
     words = [a for a in (sys.argv[1:] if argv is None else argv) if not a.startswith("-")]
+    if words and words[0] == "serve-node":  # an app node starts in a fraction of a second: no other imports
+        from harness import serve_node
+
+        return serve_node.main(sys.argv[1:] if argv is None else argv)
     parser, handlers = build_parser(extensions=not words or words[0] not in CLUSTER_COMMANDS)
     args = parser.parse_args(argv)
     try:
@@ -176,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"cachecert: error: {e}", file=sys.stderr)
         return Exit.USAGE
+    except AppError as e:
+        print(f"cachecert: {e}", file=sys.stderr)
+        return e.exit_code
     except (ServiceError, ClusterError, MissingBinary) as e:
         first, *rest = str(e).splitlines()
         print(f"cachecert: {first}", file=sys.stderr)

@@ -30,6 +30,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", "-t", type=float, help="seconds of load (default: the workload's)")
     p.add_argument("--concurrency", "-c", type=int, help="worker count")
     p.add_argument("--nodes", type=int, help="application nodes (strategy instances; default: the workload's)")
+    p.add_argument("--app", metavar="CMD", help="certify your own service: start CMD as --nodes app nodes and drive "
+                                                "it over the node protocol (docs/node-protocol.md)")
+    p.add_argument("--app-file", metavar="APP.toml", help="the same from an app file: command, workdir, env, "
+                                                          "start timeout, next build, op mapping")
     p.add_argument("--rate", "-r", type=float, help="total ops/s limit")
     p.add_argument("--seed", type=int, help="seed for ops and random faults (default: random, recorded)")
     p.add_argument("--keys", type=int, help="number of keys")
@@ -59,7 +63,8 @@ def config_from_args(args: argparse.Namespace, workload: str) -> Any:
         nodes=args.nodes, rate=args.rate, seed=args.seed, keys=args.keys, key_dist=args.key_dist, mix=args.mix,
         op_timeout=args.op_timeout, quiesce=args.quiesce, converge_limit=args.converge_limit, backend=args.backend, images=dict(args.docker_image),
         checkers=args.checkers,
-        reports=args.reports, command=["cachecert", *sys.argv[1:]],
+        reports=args.reports, command=["cachecert", *sys.argv[1:]], app=getattr(args, "app", None),
+        app_file=getattr(args, "app_file", None),
     )
 
 

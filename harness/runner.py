@@ -29,6 +29,7 @@ from core.clients import close_quietly
 from core.history import HistoryWriter, load_history_tail
 from core.verdict import Exit, Verdict
 from harness import faults, store
+from harness.appnodes import AppError, AppPool, AppSpec, app_strategy
 from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
 from harness.faults import FaultContext, FaultError, RunContext, Scheduled
 from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
@@ -41,7 +42,8 @@ from workloads.base import Direct, Workload
 log = logging.getLogger("cachecert")
 FINAL_PROCESS = 1_000_000  # final reads use process ids from here, far from the workers'
 CONVERGE_POLL_S = 0.2  # between rounds of final reads while the caches disagree with the DB
-DEFAULT_CONVERGE_LIMIT_S = 10.0  # the longest a run re-reads for a strategy with a TTL bound
+DEFAULT_CONVERGE_LIMIT_S = 10.0
+MAX_PROTOCOL_ERRORS = 0.01  # malformed app answers beyond this share of ops: the verdict is unknown  # the longest a run re-reads for a strategy with a TTL bound
 
 
 class ConfigError(ValueError):
@@ -72,6 +74,8 @@ class RunConfig:
     checker_opts: dict[str, Any] = field(default_factory=dict)
     reports: str | None = None
     command: list[str] | None = None
+    app: str | None = None  # the user's service as app nodes: its start command (--app)
+    app_file: str | None = None  # ... or its app file (--app-file): command, env, next build, op mapping
 
 
 @dataclass
@@ -83,6 +87,7 @@ class Prepared:
     schedule: list[Scheduled]
     generator: Generator
     services: tuple[str, ...]
+    app: AppSpec | None = None  # app nodes instead of in-process strategy instances
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -91,21 +96,13 @@ def prepare(cfg: RunConfig) -> Prepared:
         wl = workloads.load(cfg.workload)
     except LookupError as e:
         raise ConfigError(str(e)) from None
-    cfg.strategy = cfg.strategy or wl.default_strategy
-    try:
-        cls = strategies.load(cfg.strategy)
-        strategies.build(cls, cfg.params)
-    except (LookupError, ParamError) as e:
-        raise ConfigError(str(e)) from None
-    name = strategies.name_of(cls, cfg.strategy)
-    supported = workloads.homes(name) if name in strategies.REGISTRY else None
-    if supported is not None and wl.name not in supported:
-        raise ConfigError(f"strategy {name} cannot serve workload {wl.name} (it serves: {', '.join(supported)})")
     ops = parse_mix(cfg.mix or wl.mix) if _mix_ok(cfg.mix or wl.mix) else {}
-    missing = [f for f in ops if f not in ("read", "write") and not callable(getattr(cls, f.replace("-", "_"), None))]
-    if missing:
-        raise ConfigError(f"strategy {name} cannot serve workload {wl.name}: it has no {missing[0].replace('-', '_')}() "
-                          f"for the workload's {missing[0]!r} ops (strategies for it: {', '.join(wl.strategies)})")
+    app = _app_spec(cfg, wl, ops)
+    if app is not None:
+        cls, name = app_strategy(app), app.label
+        cfg.strategy = name
+    else:
+        cls, name = _strategy(cfg, wl, ops)
     if cfg.seed is None:
         cfg.seed = random.randrange(1 << 31)
     cfg.time_limit = wl.time_limit if cfg.time_limit is None else cfg.time_limit
@@ -141,7 +138,52 @@ def prepare(cfg: RunConfig) -> Prepared:
     except CheckerLookupError as e:
         raise ConfigError(str(e)) from None
     _refuse_toothless_plan(cfg, wl, cls, name, schedule)
-    return Prepared(cfg, wl, cls, name, schedule, gen, services)
+    return Prepared(cfg, wl, cls, name, schedule, gen, services, app)
+
+
+def _strategy(cfg: RunConfig, wl: Workload, ops: dict[str, float]) -> tuple[type, str]:
+    """The in-process strategy class and its name, refused if it cannot serve the workload."""
+    cfg.strategy = cfg.strategy or wl.default_strategy
+    try:
+        cls = strategies.load(cfg.strategy)
+        strategies.build(cls, cfg.params)
+    except (LookupError, ParamError) as e:
+        raise ConfigError(str(e)) from None
+    name = strategies.name_of(cls, cfg.strategy)
+    supported = workloads.homes(name) if name in strategies.REGISTRY else None
+    if supported is not None and wl.name not in supported:
+        raise ConfigError(f"strategy {name} cannot serve workload {wl.name} (it serves: {', '.join(supported)})")
+    missing = [f for f in ops if f not in ("read", "write") and not callable(getattr(cls, f.replace("-", "_"), None))]
+    if missing:
+        raise ConfigError(f"strategy {name} cannot serve workload {wl.name}: it has no {missing[0].replace('-', '_')}() "
+                          f"for the workload's {missing[0]!r} ops (strategies for it: {', '.join(wl.strategies)})")
+    return cls, name
+
+
+def _app_spec(cfg: RunConfig, wl: Workload, ops: dict[str, float]) -> AppSpec | None:
+    """The app to start as nodes (--app / --app-file), refused when the workload cannot drive a black
+    box or the app file maps too few of its ops."""
+    if not (cfg.app or cfg.app_file):
+        return None
+    if cfg.app and cfg.app_file:
+        raise ConfigError("give --app or --app-file, not both")
+    if cfg.strategy:
+        raise ConfigError("--strategy and --app exclude each other: the app is the strategy under test")
+    if not wl.app_ops:
+        raise ConfigError(f"workload {wl.name} cannot be driven as a black box: {wl.app_note}")
+    try:
+        spec = AppSpec.from_file(cfg.app_file) if cfg.app_file else AppSpec.from_command(cfg.app or "")
+    except AppError as e:
+        raise ConfigError(str(e)) from None
+    extra = [f for f in ops if f not in wl.app_ops]
+    if extra:
+        raise ConfigError(f"workload {wl.name} as a black box answers only {', '.join(wl.app_ops)} ops, "
+                          f"not {extra[0]!r}")
+    unmapped = [f for f in ops if spec.ops is not None and f not in spec.ops]
+    if unmapped:
+        raise ConfigError(f"{cfg.app_file}: no [ops.{unmapped[0]}] mapping, and workload {wl.name} sends "
+                          f"{unmapped[0]!r} ops (it needs: {', '.join(f for f in wl.app_ops if f in ops)})")
+    return spec
 
 
 def _refuse_toothless_plan(cfg: RunConfig, wl: Workload, cls: type, name: str, schedule: list[Scheduled]) -> None:
@@ -201,7 +243,8 @@ class Run:
         self.dir = store.new_run_dir(p.workload.name, p.strategy_name,
                                      Path(self.cfg.reports) if self.cfg.reports else None)
         self.history: HistoryWriter | None = None
-        self.nodes: NodePool | None = None
+        self.nodes: NodePool | AppPool | None = None
+        self._invoke: Callable[[Any, dict[str, Any]], dict[str, Any]] = p.workload.invoke
         self.nemesis: Nemesis | None = None
         self.stop = threading.Event()
         self.counts = {"ok": 0, "fail": 0, "info": 0}
@@ -232,6 +275,25 @@ class Run:
         return Env(self.cluster.endpoints, self.cfg.params, node, self.cfg.op_timeout, self.p.workload.name,
                    add_proxy=getattr(self.cluster, "add_proxy", None))
 
+    def _start_nodes(self) -> NodePool | AppPool:
+        """In-process strategy instances, or the user's service as app-node processes."""
+        cfg = self.cfg
+        assert cfg.nodes is not None and self.cluster is not None
+        if self.p.app is None:
+            self._invoke = self.p.workload.invoke
+            return NodePool(lambda: strategies.build(self.p.strategy_cls, cfg.params), self._env, cfg.nodes)
+        self._invoke = _perform
+        return AppPool(self.p.app, self.cluster, self.p.services, self.dir / "logs", self.p.workload.name,
+                       cfg.params, cfg.nodes, cfg.op_timeout, on_event=self._app_exited)
+
+    def _app_exited(self, event: dict[str, Any]) -> None:
+        """A node that died on its own is an event of the run (history, report); it is restarted."""
+        if self.history is not None:
+            try:
+                self.history.append({"process": "nemesis", "type": "info", "f": "app-exit", "value": event})
+            except RuntimeError:  # the history is closed: the run is over
+                pass
+
     def _direct(self) -> Direct:
         from core.clients import Pg, redis_client
 
@@ -245,7 +307,7 @@ class Run:
     def _worker(self, w: int) -> None:
         assert self.history is not None and self.nodes is not None and self.cfg.concurrency
         gen = self.p.generator.for_worker(self.cfg.seed or 0, w)
-        hist, invoke, nodes = self.history, self.p.workload.invoke, self.nodes
+        hist, invoke, nodes = self.history, self._invoke, self.nodes
         node = w % len(nodes)
         process = w
         counts = self.counts
@@ -324,7 +386,7 @@ class Run:
                 hist.append({"process": proc, "type": "invoke", "f": "read", "key": key, "value": None,
                              "node": node, "phase": "final", "time_ns": hist.now()})
                 try:
-                    res = self.p.workload.invoke(self.nodes.get(node), {"f": "read", "key": key})
+                    res = self._invoke(self.nodes.get(node), {"f": "read", "key": key})
                     comp = {"type": "ok", "value": None, **res}
                 except Exception as e:  # noqa: BLE001
                     comp = {"type": "fail", "value": None, "error": _err(e)}
@@ -474,7 +536,7 @@ class Run:
         self.p.workload.setup(direct)
         self.history = HistoryWriter(self.dir / "history.jsonl")
         self._phase("setup")
-        self.nodes = NodePool(lambda: strategies.build(self.p.strategy_cls, cfg.params), self._env, cfg.nodes)
+        self.nodes = self._start_nodes()
         ctx = FaultContext(self.cluster, self.nodes, self.p.workload)
         self.nemesis = Nemesis(self.p.schedule, ctx, self.history)
         self._phase("load")
@@ -562,6 +624,7 @@ class Run:
             out["unknown_reasons"].insert(0, f"fault failed: {base['fault_errors'][0]}")
         if self.error or interrupted:
             out["unknown_reasons"].insert(0, "interrupted" if interrupted else f"run aborted: {self.error}")
+        self._judge_app(out)
         if self.error or interrupted or base["fault_errors"]:
             out["valid"] = False if results["valid"] is False else "unknown"
         out["exit_code"] = Verdict.of(out["valid"]).exit_code
@@ -569,13 +632,29 @@ class Run:
             out["exit_code"] = Exit.HARNESS
         return out
 
+    def _judge_app(self, out: dict[str, Any]) -> None:
+        """App nodes: the exits they made on their own, and their malformed answers; more than
+        ``MAX_PROTOCOL_ERRORS`` of the ops malformed and the run did not measure the service."""
+        if not isinstance(self.nodes, AppPool):
+            return
+        errors = sum(c.protocol_errors for c in self.nodes.instances)
+        ops = sum(self.counts.values())
+        out["app"] = {"nodes": len(self.nodes), "exits": self.nodes.events, "protocol_errors": errors,
+                      "crashes": list(self.nodes.crashes)}
+        if ops and errors / ops > MAX_PROTOCOL_ERRORS:
+            out["unknown_reasons"].insert(0, f"app answered {errors} of {ops} ops malformed "
+                                             f"({errors / ops:.1%} > {MAX_PROTOCOL_ERRORS:.0%}; see docs/node-protocol.md)")
+            if out["valid"] is not False:
+                out["valid"] = "unknown"
+
     def config_record(self) -> dict[str, Any]:
         return {"config": asdict(self.cfg), "strategy_name": self.p.strategy_name,
                 "workload": self.p.workload.describe(),
                 "schedule": [s.to_dict() for s in self.p.schedule],
                 "schedule_text": ";".join(s.to_text() for s in self.p.schedule),
                 "checks": check_plan(self.p.workload, self.cfg).to_record(),
-                "command": self.cfg.command, "python": sys.version.split()[0]}
+                "command": self.cfg.command, "python": sys.version.split()[0],
+                **({"app": self.p.app.describe()} if self.p.app else {})}
 
 
 def check_plan(wl: Workload, cfg: RunConfig) -> CheckPlan:
@@ -602,6 +681,10 @@ def render_report(run_dir: Path) -> None:
         render(run_dir)
     except Exception as e:  # noqa: BLE001
         log.error("report rendering failed: %s: %s", type(e).__name__, e)
+
+
+def _perform(node: Any, op: dict[str, Any]) -> dict[str, Any]:
+    return node.perform(op)
 
 
 def _agrees(node_read: dict[str, Any], db: dict[str, Any]) -> bool:

@@ -103,6 +103,10 @@ class Workload:
     strategies: tuple[str, ...]
     default_strategy: str
     also_runs: tuple[str, ...] = ()
+    # as a black box (app nodes, docs/node-protocol.md): the ops a service must answer, or none and
+    # ``app_note`` says in one line why this workload cannot drive one
+    app_ops: tuple[str, ...] = ()
+    app_note: str = "its checkers need observations only an in-process strategy makes"
     services: tuple[str, ...] = ("redis", "postgres")
     keys: int = 8
     mix: dict[str, float] = field(default_factory=lambda: {"read": 0.75, "write": 0.25})

@@ -150,6 +150,7 @@ WORKLOAD = Workload(
                 "while updates continue and restarts (run with --nodes >= 2)",
     strategies=SUB_STRATEGIES,
     default_strategy="sub-kafka-group",
+    app_ops=("read", "write"),
     services=("redis", "postgres", "kafka"),
     keys=100,
     mix={"read": 0.97, "write": 0.03},

@@ -12,6 +12,7 @@ WORKLOAD = Workload(
     description="Single-register reads and writes over a few keys",
     strategies=("no-cache", "cache-aside"),
     default_strategy="cache-aside",
+    app_ops=("read", "write"),
     # register's read/write ops are every strategy's: the write-through and herd designs run here too
     also_runs=("cache-then-db", "rollback-on-failure", "db-first-invalidate", "versioned-cas", "write-behind",
                "herd-none", "herd-lock", "herd-single-flight", "herd-xfetch", "herd-lease"),

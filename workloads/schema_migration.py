@@ -212,6 +212,7 @@ WORKLOAD = Workload(
     plans={"migrate": MIGRATE, "event-lost": f"{MIGRATE};down:redis.sub0@45%+20%", "none": ""},
     plan_strategies={"event-lost": ("schema-event-bump",)},  # the only one subscribed over redis.sub0
     default_plan="migrate",
+    app_note="its code switch is in-process; a rolling deploy to the app file's next build is not wired to the migrate step yet",
     fault_menu=["latency:postgres:ms=50", "latency:redis:ms=20"],
     steps={"ttl-cut": step_ttl_cut, "migrate": step_migrate},
     setup=setup_schema,

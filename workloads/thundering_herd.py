@@ -268,6 +268,7 @@ WORKLOAD = Workload(
         "holder-pause": f"{SLOW_DB};step:pause-holder@10%+60%;step:db-write@40%+10%",
     },
     default_plan="slow-db",
+    app_note="herd loads are counted from the strategies' fill epochs; DB-side counting for app nodes is not built yet",
     fault_menu=["latency:postgres:ms=100", "latency:postgres:ms=300", "latency:redis:ms=20"],
     steps={"kill-holder": kill_holder, "pause-holder": pause_holder, "db-write": db_write},
     setup=setup_herd,

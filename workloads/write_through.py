@@ -373,6 +373,7 @@ WORKLOAD = Workload(
                 "goes down, or Redis dies holding a write-behind buffer",
     strategies=STRATEGIES,
     default_strategy="cache-then-db",
+    app_ops=("read", "write", "read-db"),
     keys=6,
     mix={"read": 0.6, "write": 0.3, "read-db": 0.1},
     time_limit=10.0,

@@ -147,6 +147,9 @@ def make_fault(kind: str, target: str, params: dict[str, Any] | None = None,
         broken = f"; fault modules that failed to load: {', '.join(f'{m} ({e})' for m, e in BROKEN.items())}" \
             if BROKEN else ""
         raise FaultError(f"unknown fault {kind!r} (valid: {', '.join(REGISTRY)}){broken}")
+    node, slash, service = target.partition("/")
+    if slash and node.startswith("node") and cls.targets == "proxy":  # one app node's link: node1/redis
+        target = f"{service}.{node}"
     cls.check_target(kind, target, services)
     return cls(kind=kind, target=target, params=dict(params or {}))
 

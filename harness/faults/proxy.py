@@ -18,13 +18,14 @@ proxy, and say so.
 from __future__ import annotations
 
 import itertools
+import re
 import statistics
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from harness.faults.base import BaseFault, FaultContext, Kind, Param
+from harness.faults.base import BaseFault, FaultContext, FaultError, Kind, Param, RunContext
 from harness.faults.probe import HOLD_MIN_MS, base_service, expect_silence, held_ms, roundtrip, sample_pairs
 from harness.services.base import free_port
 from harness.toxiproxy import TOXIC_TYPES, ToxiproxyError
@@ -60,8 +61,49 @@ STREAM = Param("downstream", choices=("downstream", "upstream", "both"), omit_de
 FLOOR_MIN_MS = 20  # lowest delay (ms) from which "no round trip faster than it" alone confirms the toxic
 
 
+NODE_LINK = re.compile(r"^(?P<svc>[a-z]+)\.node(?P<i>\d+)$")
+
+
 @dataclass
-class ToxicFault(BaseFault):
+class ProxyFault(BaseFault):
+    """What the proxy faults share: a fault on a service reaches every link to it that the run's
+    clients use — the shared proxy and, with app nodes, each node's own (``redis.node1``); a fault on
+    one node's link (``node1/redis``, stored as ``redis.node1``) only that one. The probe looks where
+    the clients are: at node 0's link when the run has app nodes."""
+
+    targets: ClassVar[str] = "proxy"
+
+    def validate(self, run: RunContext) -> None:
+        m = NODE_LINK.match(self.target)
+        if m is None:
+            return
+        app = getattr(run.config, "app", None) or getattr(run.config, "app_file", None)
+        if not app:
+            raise FaultError(f"{self.kind}:{self.target} is one app node's link: it needs --app/--app-file")
+        if int(m["i"]) >= (run.config.nodes or 1):
+            raise FaultError(f"{self.kind}:{self.target}: the run has {run.config.nodes} app node(s) "
+                             f"(node0..node{(run.config.nodes or 1) - 1})")
+
+    def links(self, ctx: FaultContext) -> list[str]:
+        if "." in self.target:
+            return [self.target]
+        return [self.target] + sorted(p for p in ctx.cluster.proxies if NODE_LINK.match(p) and
+                                      p.startswith(f"{self.target}.") and _is_app_link(ctx, p))
+
+    def probe_target(self, ctx: FaultContext) -> str:
+        links = self.links(ctx)
+        return links[1] if len(links) > 1 else self.target
+
+
+def _is_app_link(ctx: FaultContext, proxy: str) -> bool:
+    """A node link of this run's app nodes (a shared cluster keeps the links of earlier runs)."""
+    m = NODE_LINK.match(proxy)
+    n = len(ctx.nodes) if ctx.nodes is not None and hasattr(ctx.nodes, "spec") else 0
+    return m is not None and int(m["i"]) < n
+
+
+@dataclass
+class ToxicFault(ProxyFault):
     """Any Toxiproxy toxic on one proxy. ``stream``: downstream, upstream or both."""
 
     kinds: ClassVar[dict[str, Kind]] = {
@@ -69,7 +111,6 @@ class ToxicFault(BaseFault):
                 {**{p: Param(DEFAULTS.get(t, {}).get(p)) for p in TOXIC_ATTRS[t]}, "stream": STREAM},
                 example="postgres" if t == "timeout" else "redis")
         for t in TOXIC_TYPES}
-    targets: ClassVar[str] = "proxy"
 
     def _streams(self) -> list[str]:
         s = self.params["stream"]
@@ -77,24 +118,27 @@ class ToxicFault(BaseFault):
 
     def start(self, ctx: FaultContext) -> None:
         attrs = {TOXIC_ATTRS[self.kind][k]: v for k, v in self.params.items() if k != "stream"}
-        for stream in self._streams():
-            ctx.cluster.toxiproxy.add_toxic(self.target, self.kind, name=f"cc_{self.kind}_{stream}",
-                                            stream=stream, **attrs)
+        for link in self.links(ctx):
+            for stream in self._streams():
+                ctx.cluster.toxiproxy.add_toxic(link, self.kind, name=f"cc_{self.kind}_{stream}",
+                                                stream=stream, **attrs)
 
     def stop(self, ctx: FaultContext) -> None:
-        for stream in self._streams():
-            try:
-                ctx.cluster.toxiproxy.remove_toxic(self.target, f"cc_{self.kind}_{stream}")
-            except Exception:  # noqa: BLE001 - already gone (a reset healed it)
-                pass
+        for link in self.links(ctx):
+            for stream in self._streams():
+                try:
+                    ctx.cluster.toxiproxy.remove_toxic(link, f"cc_{self.kind}_{stream}")
+                except Exception:  # noqa: BLE001 - already gone (a reset healed it)
+                    pass
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
-        port = ctx.cluster.proxies[self.target]
+        t = self.probe_target(ctx)
+        port = ctx.cluster.proxies[t]
         if self.kind == "latency":
-            return self._probe_latency(ctx, port)
+            return self._probe_latency(ctx, t, port)
         if self.kind in ("timeout", "reset_peer"):
-            return self._probe_cut(ctx, port)
-        return self._probe_installed(ctx, port)
+            return self._probe_cut(ctx, t, port)
+        return self._probe_installed(ctx, t, port)
 
     # -- latency ------------------------------------------------------------------------------
     def expected_ms(self) -> tuple[float, float, float]:
@@ -107,14 +151,14 @@ class ToxicFault(BaseFault):
         k = len(self._streams())
         return k * min(delays), k * max(delays), k * statistics.fmean(delays)
 
-    def _probe_latency(self, ctx: FaultContext, port: int) -> tuple[bool, str]:
+    def _probe_latency(self, ctx: FaultContext, target: str, port: int) -> tuple[bool, str]:
         lo, hi, mean = self.expected_ms()
         expected = f"+{lo:g} ms" if lo == hi else f"+{lo:g}..{hi:g} ms, {mean:.1f} on average"
         if mean <= 0:
             return False, "a 0 ms latency toxic delays nothing: nothing to observe"
         need = max(lo - max(1.0, 0.05 * lo), mean / 2)  # timers never fire early; jitter pulls lo to ~0
-        with baseline_proxy(ctx, self.target) as (base_port, base_what):
-            s = sample_pairs(self.target, port, base_port, ctx.window, timeout=hi / 1000 * 1.5 + 2)
+        with baseline_proxy(ctx, target) as (base_port, base_what):
+            s = sample_pairs(target, port, base_port, ctx.window, timeout=hi / 1000 * 1.5 + 2)
         if s.faulted:
             added = s.added_ms
             n = len(s.faulted)
@@ -143,11 +187,11 @@ class ToxicFault(BaseFault):
         return True, f"no answer in {held:.0f} ms, until the fault ended{cut} (expected {expected})"
 
     # -- black holes and resets ---------------------------------------------------------------
-    def _probe_cut(self, ctx: FaultContext, port: int) -> tuple[bool, str]:
+    def _probe_cut(self, ctx: FaultContext, target: str, port: int) -> tuple[bool, str]:
         wait_ms = self.params["ms"]
         if self.kind == "timeout" and wait_ms == 0:
-            return expect_silence(roundtrip(self.target, port, timeout=2.0, window=ctx.window), ctx.window)
-        p = roundtrip(self.target, port, timeout=wait_ms / 1000 + 1, window=ctx.window)
+            return expect_silence(roundtrip(target, port, timeout=2.0, window=ctx.window), ctx.window)
+        p = roundtrip(target, port, timeout=wait_ms / 1000 + 1, window=ctx.window)
         expect = ("reset", "closed") if self.kind == "reset_peer" else ("closed", "reset", "timeout")
         if p.outcome in expect:
             return True, f"{p} (expected {' or '.join(expect)} after {wait_ms:g} ms)"
@@ -155,17 +199,17 @@ class ToxicFault(BaseFault):
         return silent, text if silent else f"{p} (expected {' or '.join(expect)} after {wait_ms:g} ms)"
 
     # -- toxics one small request cannot show -------------------------------------------------
-    def _probe_installed(self, ctx: FaultContext, port: int) -> tuple[bool, str]:
+    def _probe_installed(self, ctx: FaultContext, target: str, port: int) -> tuple[bool, str]:
         names = {f"cc_{self.kind}_{stream}" for stream in self._streams()}
         try:
-            listed = {t.get("name") for t in ctx.cluster.toxiproxy.toxics(self.target)}
+            listed = {t.get("name") for t in ctx.cluster.toxiproxy.toxics(target)}
         except ToxiproxyError as e:
             return False, f"could not list the proxy's toxics: {e}"
-        p = roundtrip(self.target, port, timeout=2.0, window=ctx.window)
+        p = roundtrip(target, port, timeout=2.0, window=ctx.window)
         missing = sorted(names - listed)
         if missing:
-            return False, f"Toxiproxy does not list {', '.join(missing)} on {self.target}; a request: {p}"
-        return True, (f"Toxiproxy lists the {self.kind} toxic on {self.target} (one small request cannot show "
+            return False, f"Toxiproxy does not list {', '.join(missing)} on {target}; a request: {p}"
+        return True, (f"Toxiproxy lists the {self.kind} toxic on {target} (one small request cannot show "
                       f"its effect: {p})")
 
 
@@ -196,44 +240,48 @@ def baseline_proxy(ctx: FaultContext, target: str) -> Iterator[tuple[int, str]]:
 
 
 @dataclass
-class ProxyDown(BaseFault):
+class ProxyDown(ProxyFault):
     """The proxy is disabled: new connections are refused, live ones closed (fast failure)."""
 
     kinds: ClassVar[dict[str, Kind]] = {
         "down": Kind("disables the proxy: connections refused at once (a crash, seen from the client)", "#7f8c8d")}
-    targets: ClassVar[str] = "proxy"
 
     def start(self, ctx: FaultContext) -> None:
-        ctx.cluster.toxiproxy.set_enabled(self.target, False)
+        for link in self.links(ctx):
+            ctx.cluster.toxiproxy.set_enabled(link, False)
 
     def stop(self, ctx: FaultContext) -> None:
-        ctx.cluster.toxiproxy.set_enabled(self.target, True)
+        for link in self.links(ctx):
+            ctx.cluster.toxiproxy.set_enabled(link, True)
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
-        p = roundtrip(self.target, ctx.cluster.proxies[self.target], timeout=1.0, window=ctx.window)
+        t = self.probe_target(ctx)
+        p = roundtrip(t, ctx.cluster.proxies[t], timeout=1.0, window=ctx.window)
         return p.outcome in ("refused", "reset", "closed"), f"{p} (expected refused)"
 
 
 @dataclass
-class Partition(BaseFault):
+class Partition(ProxyFault):
     """Black hole in both directions: the link is up but nothing crosses; calls hang."""
 
     kinds: ClassVar[dict[str, Kind]] = {
         "partition": Kind("black hole both ways: calls hang until the client's timeout", "#c0392b")}
-    targets: ClassVar[str] = "proxy"
 
     def start(self, ctx: FaultContext) -> None:
-        for stream in ("downstream", "upstream"):
-            ctx.cluster.toxiproxy.add_toxic(self.target, "timeout", name=f"cc_partition_{stream}",
-                                            stream=stream, timeout=0)
+        for link in self.links(ctx):
+            for stream in ("downstream", "upstream"):
+                ctx.cluster.toxiproxy.add_toxic(link, "timeout", name=f"cc_partition_{stream}",
+                                                stream=stream, timeout=0)
 
     def stop(self, ctx: FaultContext) -> None:
-        for stream in ("downstream", "upstream"):
-            try:
-                ctx.cluster.toxiproxy.remove_toxic(self.target, f"cc_partition_{stream}")
-            except Exception:  # noqa: BLE001
-                pass
+        for link in self.links(ctx):
+            for stream in ("downstream", "upstream"):
+                try:
+                    ctx.cluster.toxiproxy.remove_toxic(link, f"cc_partition_{stream}")
+                except Exception:  # noqa: BLE001
+                    pass
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
-        p = roundtrip(self.target, ctx.cluster.proxies[self.target], timeout=2.0, window=ctx.window)
+        t = self.probe_target(ctx)
+        p = roundtrip(t, ctx.cluster.proxies[t], timeout=2.0, window=ctx.window)
         return expect_silence(p, ctx.window)
