@@ -135,6 +135,7 @@ class _Node:
     paused: bool = False
     expected_exit: bool = False  # we killed or stopped it: its exit is not an event
     starts: int = 0
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def id(self) -> str:
@@ -153,7 +154,6 @@ class AppPool:
         self.on_event = on_event
         self.crashes = [0] * n
         self.events: list[dict[str, Any]] = []
-        self._lock = threading.RLock()
         self._closing = threading.Event()
         log_dir.mkdir(parents=True, exist_ok=True)
         self.nodes = [self._make(i, services, workload, params, op_timeout) for i in range(n)]
@@ -183,8 +183,8 @@ class AppPool:
 
     def crash(self, i: int) -> None:
         """SIGKILL the node's process group: the real process dies with its in-process state."""
-        with self._lock:
-            node = self.nodes[i]
+        node = self.nodes[i]
+        with node.lock:  # one node's lock: a slow start of one never blocks a fault on another
             if node.down:
                 return
             node.down = node.expected_exit = True
@@ -196,8 +196,8 @@ class AppPool:
             node.paused = False
 
     def restart(self, i: int) -> None:
-        with self._lock:
-            node = self.nodes[i]
+        node = self.nodes[i]
+        with node.lock:  # one node's lock: a slow start of one never blocks a fault on another
             if not node.down:
                 return
             self._start(node, node.command)
@@ -215,21 +215,21 @@ class AppPool:
     def close(self) -> None:
         """Stop every node (SIGCONT, SIGTERM, then SIGKILL after the grace) and close the clients."""
         self._closing.set()
-        with self._lock:
-            procs = [n.proc for n in self.nodes if n.proc is not None and n.proc.poll() is None]
-            for n in self.nodes:
-                n.expected_exit = True
-            for p in procs:
-                kill_group(p.pid, signal.SIGCONT)
-                kill_group(p.pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_GRACE_S
-            for p in procs:
-                _wait(p, max(0.0, deadline - time.monotonic()))
-            for p in procs:
-                kill_group(p.pid, signal.SIGKILL)
-                _wait(p, 1.0)
-            for n in self.nodes:
-                n.client.close()
+        # no node locks: a node stuck starting must not hold up the clean-up
+        procs = [n.proc for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+        for n in self.nodes:
+            n.expected_exit = True
+        for p in procs:
+            kill_group(p.pid, signal.SIGCONT)
+            kill_group(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for p in procs:
+            _wait(p, max(0.0, deadline - time.monotonic()))
+        for p in procs:
+            kill_group(p.pid, signal.SIGKILL)
+            _wait(p, 1.0)
+        for n in self.nodes:
+            n.client.close()
 
     # -- what only real processes have ------------------------------------------------------------
     def pid(self, i: int) -> int | None:
@@ -237,15 +237,15 @@ class AppPool:
         return p.pid if p is not None and p.poll() is None else None
 
     def pause(self, i: int) -> None:
-        with self._lock:
-            node = self.nodes[i]
+        node = self.nodes[i]
+        with node.lock:  # one node's lock: a slow start of one never blocks a fault on another
             if node.proc is not None and not node.down:
                 kill_group(node.proc.pid, signal.SIGSTOP)
                 node.paused = True
 
     def resume(self, i: int) -> None:
-        with self._lock:
-            node = self.nodes[i]
+        node = self.nodes[i]
+        with node.lock:  # one node's lock: a slow start of one never blocks a fault on another
             if node.proc is not None and node.paused:
                 kill_group(node.proc.pid, signal.SIGCONT)
             node.paused = False
@@ -256,8 +256,8 @@ class AppPool:
     def stop_gracefully(self, i: int) -> int | None:
         """SIGTERM and wait (then SIGKILL): a graceful shutdown; the node is down until restarted.
         Returns the exit status (None if it had to be killed)."""
-        with self._lock:
-            node = self.nodes[i]
+        node = self.nodes[i]
+        with node.lock:  # one node's lock: a slow start of one never blocks a fault on another
             if node.down or node.proc is None:
                 return None
             node.down = node.expected_exit = True
@@ -271,8 +271,8 @@ class AppPool:
 
     def deploy(self, i: int, command: str) -> None:
         """Replace node i's build: stop it gracefully, start ``command`` in its place, wait until ready."""
-        with self._lock:
-            node = self.nodes[i]
+        node = self.nodes[i]
+        with node.lock:  # one node's lock: a slow start of one never blocks a fault on another
             self.stop_gracefully(i)
             node.command = command
             self._start(node, command)
@@ -284,7 +284,8 @@ class AppPool:
         port = free_port()
         env = {**os.environ, **self.spec.env, "PORT": str(port), "CACHECERT_NODE_ID": f"node{i}",
                "CACHECERT_NODE": str(i), "CACHECERT_PROTOCOL": str(PROTOCOL), "CACHECERT_WORKLOAD": workload,
-               "CACHECERT_OP_TIMEOUT": f"{op_timeout:g}", "PYTHONUNBUFFERED": "1"}
+               # the node's own calls give up first, so its answer (often a definite fail) beats our timeout
+               "CACHECERT_OP_TIMEOUT": f"{op_timeout * 0.8:g}", "PYTHONUNBUFFERED": "1"}
         cluster_dir = getattr(self.cluster, "dir", None)
         if cluster_dir is not None:
             env[CLUSTER_MARK] = str(cluster_dir)
@@ -315,6 +316,8 @@ class AppPool:
 
     def _start(self, node: _Node, command: str) -> None:
         """Spawn ``command`` for ``node`` and wait for its readiness check (AppError if it never is)."""
+        if self._closing.is_set():
+            raise AppError(f"{node.id}: not started: the run is over")
         logf = (self.log_dir / f"{node.id}.log").open("ab")
         logf.write(f"--- cachecert: starting {node.id}: {command}\n".encode())
         logf.flush()
@@ -376,7 +379,7 @@ class AppPool:
     def _supervise(self) -> None:
         while not self._closing.wait(SUPERVISE_S):
             for node in self.nodes:
-                with self._lock:
+                with node.lock:
                     proc = node.proc
                     if proc is None or node.expected_exit or node.down or proc.poll() is None:
                         continue

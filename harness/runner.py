@@ -644,8 +644,7 @@ class Run:
         if ops and errors / ops > MAX_PROTOCOL_ERRORS:
             out["unknown_reasons"].insert(0, f"app answered {errors} of {ops} ops malformed "
                                              f"({errors / ops:.1%} > {MAX_PROTOCOL_ERRORS:.0%}; see docs/node-protocol.md)")
-            if out["valid"] is not False:
-                out["valid"] = "unknown"
+            out["valid"] = "unknown"  # even an anomaly may be the garbage's: the run did not measure the service
 
     def config_record(self) -> dict[str, Any]:
         return {"config": asdict(self.cfg), "strategy_name": self.p.strategy_name,

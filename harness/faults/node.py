@@ -36,5 +36,9 @@ class CrashNode(BaseFault):
         ctx.nodes.restart(self._index(ctx))
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
-        down = ctx.nodes.is_down(self._index(ctx))
+        i = self._index(ctx)
+        down = ctx.nodes.is_down(i)
+        if down and hasattr(ctx.nodes, "pid"):  # an app node: the process itself must be gone
+            gone = ctx.nodes.pid(i) is None
+            return gone, "node's process is gone (SIGKILL)" if gone else "node marked down but its process runs"
         return down, "node is down" if down else "node still serving"
