@@ -149,15 +149,33 @@ class Plan:
     params: dict[str, Any] = field(default_factory=dict)
     reports: str | None = None
     quiesce: float | None = None
+    # app nodes among the strategies: name -> {"app": CMD} or {"app_file": PATH} (run with --app/--app-file)
+    apps: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def app_entry(app: str | None, app_file: str | None) -> dict[str, dict[str, str]]:
+    """The user's service as one more column of a certificate or comparison, named as its runs are."""
+    from core.verdict import UsageError
+    from harness.appnodes import AppError, AppSpec
+
+    if not (app or app_file):
+        return {}
+    try:
+        spec = AppSpec.from_file(app_file) if app_file else AppSpec.from_command(app or "")
+    except AppError as e:
+        raise UsageError(str(e)) from None
+    return {spec.label: {"app_file": app_file} if app_file else {"app": app or ""}}
 
 
 def resolve(strategy_names: list[str], workload_names: list[str] | None, faults: list[str] | None,
-            **opts: Any) -> Plan:
-    """Which workloads and fault plans apply. Raises UsageError for what cannot be run."""
+            apps: dict[str, dict[str, str]] | None = None, **opts: Any) -> Plan:
+    """Which workloads and fault plans apply. Raises UsageError for what cannot be run. ``apps``:
+    app nodes to run as strategies (``app_entry``); alone, they run every black-box workload."""
     import strategies as S
     import workloads as W
     from core.verdict import UsageError
 
+    apps = apps or {}
     names: list[str] = []
     for s in strategy_names:
         try:
@@ -179,17 +197,17 @@ def resolve(strategy_names: list[str], workload_names: list[str] | None, faults:
                 wl = W.load(n)
             except LookupError:
                 continue
-            if any(s in wl.strategies for s in names):
+            if any(s in wl.strategies for s in names) or (apps and wl.app_ops):
                 wls.append(wl)
         if not wls:
-            raise UsageError(f"no workload serves {', '.join(names)}; name one with --workloads")
+            raise UsageError(f"no workload serves {', '.join(names + list(apps))}; name one with --workloads")
     pairs = []
     for wl in wls:
         plans = list(wl.plans) if not faults else [p for p in faults if p in wl.plans or "@" in p or p == "random"]
         pairs += [(wl.name, p) for p in plans]
     if not pairs:
         raise UsageError(f"none of the fault plans {faults} exists in workloads {[w.name for w in wls]}")
-    return Plan(names, pairs, **opts)
+    return Plan(names + list(apps), pairs, apps=dict(apps), **opts)
 
 
 def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None) -> list[Cell]:
@@ -216,10 +234,14 @@ def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None)
                 n += 1
                 cell = Cell(wname, pname, strategy)
                 cells.append(cell)
-                cfg = RunConfig(workload=wname, strategy=strategy, params=dict(plan.params), faults=pname,
-                                time_limit=plan.time_limit, concurrency=plan.concurrency, nodes=plan.nodes,
-                                seed=plan.seed, reports=plan.reports, quiesce=plan.quiesce,
-                                command=["cachecert", "run", wname, "-s", strategy, "-f", pname])
+                app = plan.apps.get(strategy, {})
+                how = ["--app-file", app["app_file"]] if "app_file" in app else \
+                    ["--app", app["app"]] if app else ["-s", strategy]
+                cfg = RunConfig(workload=wname, strategy=None if app else strategy, params=dict(plan.params),
+                                faults=pname, time_limit=plan.time_limit, concurrency=plan.concurrency,
+                                nodes=plan.nodes, seed=plan.seed, reports=plan.reports, quiesce=plan.quiesce,
+                                command=["cachecert", "run", wname, *how, "-f", pname], app=app.get("app"),
+                                app_file=app.get("app_file"))
                 try:
                     prepared = prepare(cfg)
                 except ConfigError as e:

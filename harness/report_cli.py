@@ -114,9 +114,14 @@ def _out_dir(args: argparse.Namespace, kind: str, name: str) -> Path:
 
 
 def cmd_certify(args: argparse.Namespace) -> int:
+    from core.verdict import UsageError
     from harness import certify as C
 
-    plan = C.resolve([args.strategy], _split(args.workloads), _split(args.faults), **_plan_opts(args))
+    apps = C.app_entry(getattr(args, "app", None), getattr(args, "app_file", None))
+    if bool(args.strategy) == bool(apps):
+        raise UsageError("certify one strategy, or your service with --app/--app-file")
+    plan = C.resolve([args.strategy] if args.strategy else [], _split(args.workloads), _split(args.faults),
+                     apps=apps, **_plan_opts(args))
     strategy = plan.strategies[0]
     print(f"certify {strategy}: {len(plan.pairs)} runs: "
           + ", ".join(f"{w}/{p}" for w, p in plan.pairs), file=sys.stderr)
@@ -134,9 +139,13 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from core.verdict import UsageError
     from harness import certify as C
 
-    plan = C.resolve(args.strategies, [args.workload], _split(args.faults), **_plan_opts(args))
+    apps = C.app_entry(getattr(args, "app", None), getattr(args, "app_file", None))
+    if not args.strategies and not apps:
+        raise UsageError("compare needs strategies, or your service with --app/--app-file")
+    plan = C.resolve(args.strategies, [args.workload], _split(args.faults), apps=apps, **_plan_opts(args))
     if not args.faults:  # one plan by default: the workload's default (compare is about strategies)
         import workloads
 
@@ -171,7 +180,7 @@ DEMO_PLANS = ["none", "redis-latency", "db-down", "redis-pause"]
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """A small real certification of cache-aside on the register workload (about a minute)."""
-    args.strategy = "cache-aside"
+    args.strategy = None if (args.app or args.app_file) else "cache-aside"  # or the user's own service
     args.workloads = ["register"]
     args.faults = args.faults or DEMO_PLANS
     code = cmd_certify(args)
@@ -200,6 +209,8 @@ def _add_matrix_options(p: argparse.ArgumentParser, time_limit: float | None = N
     p.add_argument("--param", "-p", action="append", type=_param, default=[], metavar="NAME=VALUE")
     p.add_argument("--reports", help="reports root (default: ./reports)")
     p.add_argument("--junit", metavar="PATH", help="write JUnit XML (a suite per run, a case per checker)")
+    p.add_argument("--app", metavar="CMD", help="your service as app nodes (docs/node-protocol.md)")
+    p.add_argument("--app-file", metavar="APP.toml", help="your service from an app file")
 
 
 def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
@@ -222,14 +233,14 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
     handlers["ls"] = cmd_ls
 
     ce = sub.add_parser("certify", help="run a strategy through its workloads x fault plans; write a certificate")
-    ce.add_argument("strategy")
+    ce.add_argument("strategy", nargs="?", help="a strategy name, or none with --app/--app-file")
     ce.add_argument("--workloads", "-w", nargs="+", metavar="WORKLOAD",
                     help="workloads to run (default: every workload that serves the strategy)")
     _add_matrix_options(ce)
     handlers["certify"] = cmd_certify
 
     co = sub.add_parser("compare", help="run several strategies on one workload, side by side")
-    co.add_argument("strategies", nargs="+")
+    co.add_argument("strategies", nargs="*", help="strategies to compare (and your service with --app)")
     co.add_argument("--workload", "-w", required=True)
     _add_matrix_options(co)
     handlers["compare"] = cmd_compare
