@@ -130,7 +130,14 @@ func main() {
 func run() error {
 	modeName := env("CACHE_MODE", "cache-aside")
 	port := env("PORT", "8080")
+	// Give up before cachecert does (CACHECERT_OP_TIMEOUT is its op timeout x 0.8), so the node's
+	// own answer (often a definite fail) arrives in time; -p op_timeout=S overrides.
 	opTimeout := seconds(param("OP_TIMEOUT", 1.5))
+	if _, set := os.LookupEnv("CACHECERT_PARAM_OP_TIMEOUT"); !set {
+		if v, err := strconv.ParseFloat(os.Getenv("CACHECERT_OP_TIMEOUT"), 64); err == nil && v > 0 {
+			opTimeout = seconds(v)
+		}
+	}
 
 	ropt, err := redis.ParseURL(env("REDIS_URL", "redis://127.0.0.1:6379/0"))
 	if err != nil {
