@@ -43,7 +43,8 @@ import pytest
 
 # marker keyword -> RunConfig field (the rest of RunConfig's fields are accepted under their own name)
 MARKER_KEYS = ("workload", "strategy", "params", "faults", "faults_file", "time_limit", "seed", "concurrency",
-               "nodes", "rate", "keys", "key_dist", "mix", "op_timeout", "quiesce", "checkers", "checker_opts")
+               "nodes", "rate", "keys", "key_dist", "mix", "op_timeout", "quiesce", "checkers", "checker_opts",
+               "app", "app_file")  # app / app_file: your own service as app nodes (docs/node-protocol.md)
 _PREPARED = pytest.StashKey[Any]()  # the validated Prepared of a marked item (or a ConfigError text)
 _RESULTS = pytest.StashKey[dict[str, Any]]()
 _RUNS = pytest.StashKey[list[dict[str, Any]]]()  # every run of the session, for the summary
@@ -158,6 +159,8 @@ def _marker_config(item: pytest.Item, mark: pytest.Mark) -> Any:
     cfg.params = dict(cfg.params or {})
     if cfg.time_limit is None:
         cfg.time_limit = item.config.getoption("--cachecert-time-limit")
+    if cfg.app_file and not Path(cfg.app_file).is_absolute():
+        cfg.app_file = str(Path(str(item.path)).parent / cfg.app_file)  # relative to the test file
     if cfg.faults_file and not Path(cfg.faults_file).is_absolute():
         cfg.faults_file = str(Path(str(item.path)).parent / cfg.faults_file)  # relative to the test file
     cfg.backend = item.config.getoption("--cachecert-backend")

@@ -226,3 +226,16 @@ def test_what_cannot_be_driven_as_a_black_box_says_so_before_starting(tmp_path: 
         prepare(RunConfig(workload="register", app_file=str(app)))
     with pytest.raises(ConfigError, match="exclude each other"):
         prepare(RunConfig(workload="register", app="x", strategy="cache-aside"))
+
+
+# -- a real process crashed and restarted: what its surviving cache serves --------------------------
+@pytest.mark.parametrize("strategy, valid", [("sub-pubsub", False), ("sub-kafka-group", True)])
+def test_crashed_subscriber_with_the_real_process_killed(cluster: Cluster, tmp_path: Path, strategy: str,
+                                                         valid: bool) -> None:
+    res = _run(cluster, tmp_path, "crashed-subscriber", app=f"{SERVE} {strategy}", seed=1, time_limit=8.0)
+    _verified(res)
+    assert "process is gone" in res["faults"][0]["observed"]
+    rec = res["checkers"]["crash-recovery"]
+    assert rec["valid"] is valid, rec.get("explanation") or rec
+    if not valid:  # pub/sub lost what was published while the process was dead: stale forever
+        assert any("stale forever" in a["explanation"] for a in rec["anomalies"])

@@ -40,6 +40,11 @@ def test_fixtures(cachecert_reset, cachecert_run):
     assert Pg(cachecert_reset.direct["postgres"]).execute("select count(*) from kv") == [(0,)]
     res = cachecert_run("register", strategy="no-cache", time_limit=1, rate=100, seed=3, concurrency=2)
     assert res["valid"] is True and res["counts"]["ok"] > 0
+    # the same through the user's own service as app nodes
+    import sys
+    res = cachecert_run("register", app=f"{sys.executable} -m harness.cli serve-node no-cache", nodes=2,
+                        time_limit=1, rate=100, seed=3, concurrency=2)
+    assert res["valid"] is True and res["strategy"] == "app:no-cache" and res["app"]["nodes"] == 2
 '''
 
 BAD_INPUT = '''
