@@ -136,6 +136,7 @@ class _Node:
     expected_exit: bool = False  # we killed or stopped it: its exit is not an event
     starts: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    booting: threading.Thread | None = None  # a restart in progress
 
     @property
     def id(self) -> str:
@@ -154,6 +155,7 @@ class AppPool:
         self.on_event = on_event
         self.crashes = [0] * n
         self.events: list[dict[str, Any]] = []
+        self.boot_errors: list[str] = []  # restarts that failed (the node stayed down)
         self._closing = threading.Event()
         log_dir.mkdir(parents=True, exist_ok=True)
         self.nodes = [self._make(i, services, workload, params, op_timeout) for i in range(n)]
@@ -196,21 +198,36 @@ class AppPool:
             node.paused = False
 
     def restart(self, i: int) -> None:
+        """Start a downed node again, in the background: a real process takes its time to boot, and
+        the nemesis must not wait for it (the next fault is due). Calls fail fast (NodeDown) until
+        it answers /health; ``restart_all`` waits for every boot."""
         node = self.nodes[i]
+        with node.lock:
+            if not node.down or (node.booting is not None and node.booting.is_alive()):
+                return
+            node.booting = threading.Thread(target=self._boot, args=(node,), name=f"boot-{node.id}", daemon=True)
+            node.booting.start()
+
+    def _boot(self, node: _Node) -> None:
         with node.lock:  # one node's lock: a slow start of one never blocks a fault on another
             if not node.down:
                 return
-            self._start(node, node.command)
-            node.down = False
+            try:
+                self._start(node, node.command)
+                node.down = False
+            except AppError as e:
+                log.error("%s: restart failed: %s", node.id, e)
+                self.boot_errors.append(f"{node.id}: {e}")
 
     def restart_all(self) -> None:
+        """Heal: resume paused nodes, start downed ones, and wait until every boot is over."""
         for i, node in enumerate(self.nodes):
-            try:
-                if node.paused:
-                    self.resume(i)
-                self.restart(i)
-            except Exception as e:  # noqa: BLE001 - heal the others; the run records the state
-                log.error("node%d: restart failed: %s", i, e)
+            if node.paused:
+                self.resume(i)
+            self.restart(i)
+        for node in self.nodes:
+            if node.booting is not None:
+                node.booting.join(self.spec.start_timeout_s + STOP_GRACE_S)
 
     def close(self) -> None:
         """Stop every node (SIGCONT, SIGTERM, then SIGKILL after the grace) and close the clients."""

@@ -640,7 +640,11 @@ class Run:
         errors = sum(c.protocol_errors for c in self.nodes.instances)
         ops = sum(self.counts.values())
         out["app"] = {"nodes": len(self.nodes), "exits": self.nodes.events, "protocol_errors": errors,
-                      "crashes": list(self.nodes.crashes)}
+                      "crashes": list(self.nodes.crashes), "boot_errors": list(self.nodes.boot_errors)}
+        if self.nodes.boot_errors:  # a node that never came back cannot be judged on what it serves
+            out["unknown_reasons"].insert(0, f"app node did not restart: {self.nodes.boot_errors[0]}")
+            if out["valid"] is not False:
+                out["valid"] = "unknown"
         if ops and errors / ops > MAX_PROTOCOL_ERRORS:
             out["unknown_reasons"].insert(0, f"app answered {errors} of {ops} ops malformed "
                                              f"({errors / ops:.1%} > {MAX_PROTOCOL_ERRORS:.0%}; see docs/node-protocol.md)")
