@@ -7,4 +7,5 @@ if ! command -v go >/dev/null 2>&1; then
 	echo "build.sh: go not found on PATH (Go 1.26 or newer is needed)" >&2
 	exit 1
 fi
-GOFLAGS="${GOFLAGS:-} -mod=mod" go build -o bin/go-cache .
+# -buildvcs=false: no git needed (a repo owned by another user makes VCS stamping fail)
+GOFLAGS="${GOFLAGS:-} -mod=mod -buildvcs=false" go build -o bin/go-cache .
