@@ -85,4 +85,9 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check --no-deps --config-settings editable_mode=compat -e .
   rm -f .venv/.deps-*; touch "$stamp"
 fi
+# 5. The reference app-node services (examples/): built so the tests certify them. Each build is
+# quick when nothing changed (go build's cache; the jar is newer than its sources).
+log "building examples/go-cache and examples/java-cache"
+sh examples/go-cache/build.sh
+sh examples/java-cache/build.sh
 log "ready"
