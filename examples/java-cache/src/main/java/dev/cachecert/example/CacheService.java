@@ -149,12 +149,20 @@ public final class CacheService {
             return error(422, "the body must be a JSON object {\"value\": ...}");
         }
         long version = db.write(key, value.toString());
+        Exception failed = null;
         try {
             cache.invalidate(key, version);
+        } catch (RuntimeException e) { // announce it all the same: our own subscriber applies it later
+            failed = e;
+        }
+        try {
             bus.publish(key, version);
-        } catch (Exception e) { // committed, but some node may keep the old value: not a clean success
-            log.warn("{} committed as version {} but its invalidation failed: {}", key, version, e.toString());
-            return error(503, "committed as version " + version + ", invalidation failed: " + e);
+        } catch (Exception e) { // nobody hears of this version (a dual write: only an outbox would fix it)
+            failed = e;
+        }
+        if (failed != null) { // committed, but some node may keep the old value: not a clean success
+            log.warn("{} committed as version {} but its invalidation failed: {}", key, version, failed.toString());
+            return error(503, "committed as version " + version + ", invalidation failed: " + failed);
         }
         JsonObject body = new JsonObject();
         body.addProperty("version", version);
