@@ -39,7 +39,8 @@ import redis.clients.jedis.exceptions.JedisException;
  * GET /health        200 once the node is subscribed to its invalidation bus, 503 before
  * </pre>
  *
- * 409 and 422 mean the write certainly did not happen; 503 means it may have.
+ * 409 and 422 mean the write certainly did not happen; 503 means it may have. A write that
+ * committed but whose invalidation failed did happen: 200, with {@code "invalidate_error"}.
  */
 public final class CacheService {
     private static final Logger log = LoggerFactory.getLogger(CacheService.class);
@@ -160,12 +161,12 @@ public final class CacheService {
         } catch (Exception e) { // nobody hears of this version (a dual write: only an outbox would fix it)
             failed = e;
         }
-        if (failed != null) { // committed, but some node may keep the old value: not a clean success
-            log.warn("{} committed as version {} but its invalidation failed: {}", key, version, failed.toString());
-            return error(503, "committed as version " + version + ", invalidation failed: " + failed);
-        }
         JsonObject body = new JsonObject();
         body.addProperty("version", version);
+        if (failed != null) { // the write happened; some node may keep serving the old value
+            log.warn("{} committed as version {} but its invalidation failed: {}", key, version, failed.toString());
+            body.addProperty("invalidate_error", failed.toString());
+        }
         return new Reply(200, body);
     }
 
