@@ -66,6 +66,8 @@ class AppSpec:
         if self.name:
             return self.name
         words = shlex.split(self.command) or ["app"]
+        while words and (words[0] == "env" or "=" in words[0]) and len(words) > 1:  # env VAR=x prog ...
+            words = words[1:]
         if "serve-node" in words and words.index("serve-node") + 1 < len(words):
             return f"app:{words[words.index('serve-node') + 1]}"
         return f"app:{Path(words[0]).name}"

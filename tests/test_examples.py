@@ -1,0 +1,69 @@
+"""The reference services in examples/ (issue 15), certified as black boxes against the real
+cluster, side by side with the Python strategy of the same design on the same workload, plan and
+seed: the verdict classes must match (cache-aside and pub/sub fail, versioned CAS and a Kafka
+consumer group hold), with the anomaly explained. `make` (scripts/bootstrap.sh) builds both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cluster import Cluster
+from harness.runner import Run, RunConfig, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+GO = ROOT / "examples" / "go-cache" / "bin" / "go-cache"
+JAVA_DIR = ROOT / "examples" / "java-cache"
+
+
+def _run(cluster: Cluster, tmp_path: Path, workload: str, **kw: Any) -> dict[str, Any]:
+    cfg = RunConfig(workload=workload, reports=str(tmp_path), quiesce=kw.pop("quiesce", 0.5), **kw)
+    return Run(prepare(cfg), cluster=cluster, progress=False, render=False).execute()
+
+
+def _verified(res: dict[str, Any]) -> None:
+    assert res["faults"] and all(p.get("verified") for p in res["faults"]), res["faults"]
+
+
+def _failing(res: dict[str, Any]) -> set[str]:
+    return {name for name, r in res["checkers"].items() if r["valid"] is False}
+
+
+@pytest.fixture(scope="module")
+def go_cache() -> Path:
+    if not GO.exists():
+        pytest.fail(f"{GO} is missing: `make test` builds it (examples/go-cache/build.sh)")
+    return GO
+
+
+GO_CASES = [
+    # (workload, Python design, Go mode, run options, the verdict both must give)
+    # Redis down for the second half: a DEL after a commit is lost, the old value stays cached (5 s TTL)
+    ("register", "cache-aside", "cache-aside", dict(faults="down:redis@50%+50%", params={"ttl": 5}, seed=11,
+                                                     time_limit=2.0, rate=100, concurrency=4), False),
+    ("register", "versioned-cas", "versioned-cas", dict(faults="down:redis@50%+50%", seed=11, time_limit=2.0,
+                                                         rate=100, concurrency=4), True),
+    ("write-through-db-failure", "versioned-cas", "versioned-cas",
+     dict(faults="db-failures", seed=7, time_limit=5.0, checkers=["db-truth", "replay", "versions", "durability"]),
+     True),
+]
+
+
+@pytest.mark.parametrize("workload, design, mode, kw, valid", GO_CASES,
+                         ids=[f"{w}-{m}" for w, _, m, _, _ in GO_CASES])
+def test_go_reference_service_matches_the_python_design(cluster: Cluster, tmp_path: Path, go_cache: Path,
+                                                        workload: str, design: str, mode: str, kw: dict[str, Any],
+                                                        valid: bool) -> None:
+    py = _run(cluster, tmp_path / "py", workload, strategy=design, **kw)
+    go = _run(cluster, tmp_path / "go", workload, app=f"env CACHE_MODE={mode} {go_cache}", nodes=2, **kw)
+    _verified(py)
+    _verified(go)
+    assert py["valid"] is valid, py["checkers"]
+    assert go["valid"] is valid, {n: r.get("explanation") or r.get("reason") for n, r in go["checkers"].items()}
+    assert go["strategy"] == "app:go-cache" and go["app"]["protocol_errors"] == 0
+    if not valid:  # the same anomaly, in words
+        assert _failing(py) & _failing(go), (_failing(py), _failing(go))
+        first = next(r for r in go["checkers"].values() if r["valid"] is False)["anomalies"][0]
+        assert first["explanation"].split()  # a sentence naming the ops
