@@ -91,9 +91,11 @@ final class KvStore implements AutoCloseable {
             }
         } catch (SQLException e) {
             discard(c);
-            // An error the server sent back means it rejected the statement (autocommit: rolled back).
+            // An error the server sent back means it rejected the statement (autocommit: rolled back),
+            // unless the server was shutting the session down (57: it may have committed first).
             // Anything else (a timeout, a broken socket) may have happened after the commit.
-            if (e instanceof PSQLException p && p.getServerErrorMessage() != null) {
+            if (e instanceof PSQLException p && p.getServerErrorMessage() != null && p.getSQLState() != null
+                    && !p.getSQLState().startsWith("57") && !p.getSQLState().startsWith("XX")) {
                 throw new NotApplied("db rejected the write: " + e.getMessage(), e);
             }
             throw e;

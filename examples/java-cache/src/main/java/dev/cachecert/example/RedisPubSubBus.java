@@ -24,6 +24,7 @@ final class RedisPubSubBus implements InvalidationBus {
     private volatile boolean subscribed;
     private volatile boolean running = true;
     private volatile Jedis connection;
+    private int lost; // failed (re)subscribe attempts in a row; the listener thread's own
 
     RedisPubSubBus(RedisClient redis, HostAndPort address, JedisClientConfig config, NodeCache cache) {
         this.redis = redis;
@@ -47,7 +48,8 @@ final class RedisPubSubBus implements InvalidationBus {
                     @Override
                     public void onSubscribe(String channel, int count) {
                         subscribed = true;
-                        log.info("subscribed to {}", channel);
+                        log.info("subscribed to {}{}", channel, lost == 0 ? "" : " after " + lost + " failed attempt(s)");
+                        lost = 0;
                     }
 
                     @Override
@@ -61,7 +63,10 @@ final class RedisPubSubBus implements InvalidationBus {
                 }, CHANNEL);
             } catch (RuntimeException e) {
                 if (running) { // resubscribe; what was published meanwhile is lost
-                    log.warn("subscription to {} lost: {}", CHANNEL, e.toString());
+                    if (lost == 0) {
+                        log.warn("subscription to {} lost, resubscribing: {}", CHANNEL, e.toString());
+                    }
+                    lost++;
                     sleep(200);
                 }
             }
