@@ -46,7 +46,10 @@ class OpMapping:
     body: str | None = None  # template: {key} and {value} (the JSON text of the op's value)
     value: str | None = None  # JSON pointers into the answer
     version: str | None = None
-    source: str | None = None
+    source: str | None = None  # "cache" | "db"; without a ``hit`` pointer, hit = (source == "cache")
+    hit: str | None = None
+    db_load: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)  # more fields for the history: name -> pointer
     fail_status: tuple[int, ...] = ()
     missing_status: tuple[int, ...] = (404,)  # on a read: the key has no value (ok, value null)
 
@@ -62,7 +65,7 @@ class OpMapping:
         m = cls(**d)
         if not m.path.startswith("/"):
             raise ValueError(f"ops.{f}: path must start with '/', got {m.path!r}")
-        for p in (m.value, m.version, m.source):
+        for p in (m.value, m.version, m.source, m.hit, m.db_load, *m.extra.values()):
             if p is not None and p and not p.startswith("/"):
                 raise ValueError(f"ops.{f}: {p!r} is not a JSON pointer (it starts with '/')")
         return m
@@ -180,9 +183,12 @@ class AppNodeClient:
         except ValueError:
             self._malformed(f"answer is not JSON: {_snippet(data)}")
         out: dict[str, Any] = {}
-        for name, ptr in (("value", m.value), ("version", m.version), ("source", m.source)):
+        for name, ptr in (("value", m.value), ("version", m.version), ("source", m.source), ("hit", m.hit),
+                          ("db_load", m.db_load), *m.extra.items()):
             if ptr is not None:
                 out[name] = pointer(ans, ptr)
+        if m.hit is None and out.get("source") in ("cache", "db"):
+            out["hit"] = out["source"] == "cache"
         if op["f"].startswith("read") and m.value is None:
             out["value"] = ans
         return out

@@ -67,3 +67,31 @@ def test_go_reference_service_matches_the_python_design(cluster: Cluster, tmp_pa
         assert _failing(py) & _failing(go), (_failing(py), _failing(go))
         first = next(r for r in go["checkers"].values() if r["valid"] is False)["anomalies"][0]
         assert first["explanation"].split()  # a sentence naming the ops
+
+
+@pytest.fixture(scope="module")
+def java_cache() -> Path:
+    if not (JAVA_DIR / "target" / "java-cache.jar").exists():
+        pytest.fail(f"{JAVA_DIR}/target/java-cache.jar is missing: `make test` builds it (examples/java-cache/build.sh)")
+    return JAVA_DIR
+
+
+@pytest.mark.parametrize("design, app_file, valid", [
+    ("sub-pubsub", "app-pubsub.toml", False),  # what was published while the JVM was dead is gone
+    ("sub-kafka-group", "app-kafka.toml", True),  # the restarted consumer replays its group's backlog
+])
+def test_java_reference_service_matches_the_python_design(cluster: Cluster, tmp_path: Path, java_cache: Path,
+                                                          design: str, app_file: str, valid: bool) -> None:
+    kw = dict(seed=1, time_limit=8.0)
+    py = _run(cluster, tmp_path / "py", "crashed-subscriber", strategy=design, **kw)
+    java = _run(cluster, tmp_path / "java", "crashed-subscriber", app_file=str(java_cache / app_file), **kw)
+    _verified(py)
+    _verified(java)
+    assert "process is gone" in java["faults"][0]["observed"]  # the real JVM was SIGKILLed
+    for res in (py, java):
+        rec = res["checkers"]["crash-recovery"]
+        assert rec["valid"] is valid, (res["strategy"], rec.get("explanation"))
+    assert java["app"]["protocol_errors"] == 0 and java["app"]["crashes"][1] == 1
+    if not valid:
+        words = [a["explanation"] for a in java["checkers"]["crash-recovery"]["anomalies"]]
+        assert any("stale forever" in w for w in words), words[:3]
