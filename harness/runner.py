@@ -31,6 +31,7 @@ from core.verdict import Exit, Verdict
 from harness import faults, store
 from harness.appnodes import AppError, AppPool, AppSpec, app_strategy
 from harness.cluster import ALL_SERVICES, BACKENDS, Cluster
+from harness.dbreads import StatementLog
 from harness.faults import FaultContext, FaultError, RunContext, Scheduled
 from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
 from harness.lifecycle import Interrupts
@@ -245,6 +246,7 @@ class Run:
         self.history: HistoryWriter | None = None
         self.nodes: NodePool | AppPool | None = None
         self._invoke: Callable[[Any, dict[str, Any]], dict[str, Any]] = p.workload.invoke
+        self.db_reads: StatementLog | None = None
         self.nemesis: Nemesis | None = None
         self.stop = threading.Event()
         self.counts = {"ok": 0, "fail": 0, "info": 0}
@@ -285,6 +287,15 @@ class Run:
         self._invoke = _perform
         return AppPool(self.p.app, self.cluster, self.p.services, self.dir / "logs", self.p.workload.name,
                        cfg.params, cfg.nodes, cfg.op_timeout, on_event=self._app_exited)
+
+    def _record_db_reads(self) -> None:
+        """The DB's own log of reads during the load phase, into the history (black-box runs)."""
+        if self.db_reads is None or self.history is None:
+            return
+        self.db_reads.stop()
+        wall_t0 = time.time() - self.history.now() / 1e9  # the history's clock in epoch seconds
+        rec = self.db_reads.reads(wall_t0)
+        self.history.append({"process": "nemesis", "type": "info", "f": "db-reads", "value": rec})
 
     def _app_exited(self, event: dict[str, Any]) -> None:
         """A node that died on its own is an event of the run (history, report); it is restarted."""
@@ -536,6 +547,9 @@ class Run:
         self.p.workload.setup(direct)
         self.history = HistoryWriter(self.dir / "history.jsonl")
         self._phase("setup")
+        if self.p.app is not None and self.p.workload.app_db_reads:
+            self.db_reads = StatementLog(self.cluster)
+            self.db_reads.start()
         self.nodes = self._start_nodes()
         ctx = FaultContext(self.cluster, self.nodes, self.p.workload)
         self.nemesis = Nemesis(self.p.schedule, ctx, self.history)
@@ -553,6 +567,7 @@ class Run:
         stuck = [t.name for t in workers if t.is_alive()]
         if stuck:
             log.warning("workers still blocked after the load phase: %s", ", ".join(stuck))
+        self._record_db_reads()
         self._phase("heal")
         self.nemesis.heal()
         t_heal = time.monotonic()
@@ -595,6 +610,8 @@ class Run:
                 log.error("heal failed: %s", e)
         if self.nodes is not None:
             self.nodes.close()
+        if self.db_reads is not None:
+            self.db_reads.stop()
         if self.history is not None:
             self.history.close()
         if self.cluster is not None:
@@ -663,7 +680,10 @@ class Run:
 def check_plan(wl: Workload, cfg: RunConfig) -> CheckPlan:
     """The checkers that judge this run, with their options: the one plan the run records in its
     config.json and ``cachecert check RUN_DIR`` replays."""
-    return plan_for(wl, cfg.checkers, cfg.checker_opts, strategy=cfg.strategy)
+    names = cfg.checkers
+    if not names and (cfg.app or cfg.app_file) and wl.app_checkers:  # a black box: what it can be judged on
+        names = list(wl.app_checkers)
+    return plan_for(wl, names, cfg.checker_opts, strategy=cfg.strategy)
 
 
 def check_history(path: Path, wl: Workload, cfg: RunConfig, time_limit_s: float | None = None,

@@ -95,3 +95,27 @@ def test_java_reference_service_matches_the_python_design(cluster: Cluster, tmp_
     if not valid:
         words = [a["explanation"] for a in java["checkers"]["crash-recovery"]["anomalies"]]
         assert any("stale forever" in w for w in words), words[:3]
+
+
+HERD = [  # (Python design, judged by its own fill epochs; Go mode, judged by PostgreSQL's statement log)
+    ("herd-none", "cache-aside", False),  # every reader of an expired key loads it: a herd
+    ("herd-lock", "lock", True),  # one loader per expiry, the others wait for its fill
+]
+
+
+@pytest.mark.parametrize("design, mode, valid", HERD, ids=[m for _, m, _ in HERD])
+def test_go_reference_service_herd_counted_on_the_db_side(cluster: Cluster, tmp_path: Path, go_cache: Path,
+                                                          design: str, mode: str, valid: bool) -> None:
+    kw = dict(seed=7, time_limit=4.0, nodes=2, params={"ttl": 1})
+    py = _run(cluster, tmp_path / "py", "thundering-herd", strategy=design, **kw)
+    go = _run(cluster, tmp_path / "go", "thundering-herd", app=f"env CACHE_MODE={mode} {go_cache}", **kw)
+    _verified(go)
+    assert py["checkers"]["herd-epochs"]["valid"] is valid
+    db = go["checkers"]["herd-db"]
+    assert "herd-epochs" not in go["checkers"]  # a black box's own word about its loads is not taken
+    assert db["valid"] is valid and db["source"] == "postgres statement log", db
+    assert db["events"] >= 3  # expiries after the cold start, seen by the DB
+    if valid:
+        assert db["loads_per_event"]["max"] == 1
+    else:
+        assert db["loads_per_event"]["max"] >= 4 and "PostgreSQL logged" in db["anomalies"][0]["explanation"]

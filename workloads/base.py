@@ -107,6 +107,8 @@ class Workload:
     # ``app_note`` says in one line why this workload cannot drive one
     app_ops: tuple[str, ...] = ()
     app_note: str = "its checkers need observations only an in-process strategy makes"
+    app_checkers: tuple[str, ...] = ()  # the checkers of a black-box run, when not ``checkers``
+    app_db_reads: bool = False  # record the DB's own log of reads for a black-box run (harness/dbreads.py)
     services: tuple[str, ...] = ("redis", "postgres")
     keys: int = 8
     mix: dict[str, float] = field(default_factory=lambda: {"read": 0.75, "write": 0.25})

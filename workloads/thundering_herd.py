@@ -112,6 +112,56 @@ def check_herd_epochs(history: list[dict[str, Any]], bound: int = 1, scope: str 
     return out
 
 
+def check_herd_db(history: list[dict[str, Any]], bound: int = 1, window_ms: float = 200.0,
+                  **_: Any) -> dict[str, Any]:
+    """DB loads per expiry counted on the DB side (app nodes: a black box's own word is not taken).
+
+    The run's ``db-reads`` record lists every ``SELECT ... FROM kv`` PostgreSQL logged during the load
+    phase, with its key and the server's time. Loads of one key less than ``window_ms`` apart are one
+    refill event (a herd arrives within milliseconds; a key's next expiry is a TTL later); the first
+    event of each key is the cold start and is left out. Valid when no event cost more than
+    ``bound`` loads."""
+    rec = next((o.get("value") for o in history if o.get("process") == "nemesis" and o.get("f") == "db-reads"), None)
+    if not isinstance(rec, dict):
+        return nothing_to_judge("no DB-side record of reads (runs with app nodes record one)")
+    if rec.get("unavailable"):
+        return nothing_to_judge(f"DB reads not observable: {rec['unavailable']}")
+    load = next((o["time_ns"] for o in history if o.get("f") == "phase" and o.get("value") == "load"), 0) / 1e9
+    heal = next((o["time_ns"] for o in history if o.get("f") == "phase" and o.get("value") == "heal"), None)
+    until = heal / 1e9 if heal is not None else float("inf")
+    by_key: dict[str, list[float]] = defaultdict(list)
+    for t, key in rec.get("loads") or []:
+        if load <= t <= until:
+            by_key[key].append(t)
+    events: list[tuple[str, list[float]]] = []
+    cold = 0
+    for key, times in sorted(by_key.items()):
+        times.sort()
+        groups: list[list[float]] = []
+        for t in times:
+            if groups and (t - groups[-1][0]) * 1000 <= window_ms:
+                groups[-1].append(t)
+            else:
+                groups.append([t])
+        cold += len(groups[0])
+        events += [(key, g) for g in groups[1:]]
+    counts = [len(g) for _, g in events]
+    anomalies = [{"type": "herd", "key": key,
+                  "explanation": f"PostgreSQL logged {len(g)} reads of {key} within {(g[-1] - g[0]) * 1000:.0f} ms "
+                  f"from {g[0]:.3f} s: one refill cost {len(g)} DB loads (the bound is {bound})"}
+                 for key, g in sorted(events, key=lambda e: -len(e[1])) if len(g) > bound][:10]
+    out: dict[str, Any] = {
+        "valid": max(counts, default=0) <= bound, "bound": bound, "window_ms": window_ms,
+        "source": rec.get("source"), "events": len(counts), "loads": sum(counts) + cold, "cold_loads": cold,
+        "loads_per_event": {"max": max(counts, default=0), "p99": pct(counts, 99), "p50": pct(counts, 50),
+                            "mean": round(sum(counts) / len(counts), 2) if counts else 0.0},
+        "histogram": dict(sorted(Counter(counts).items())), "anomalies": anomalies,
+    }
+    if not counts:
+        return nothing_to_judge("the DB saw no refill after the cold start (no key expired during the load?)", **out)
+    return out
+
+
 def check_late_fill(history: list[dict[str, Any]], **_: Any) -> dict[str, Any]:
     """A fill that cached an older version than an earlier fill of the same key (the cache went
     backwards): a loader that read the DB earlier set its value later. Not cache-warming's
@@ -260,7 +310,7 @@ WORKLOAD = Workload(
     # event" with 16 readers), which is why herd-epochs counts by fill id instead
     checkers=("herd-epochs", "late-fill", "herd", "perf"),
     checker_opts={"herd-epochs": {"bound": 1}},
-    extra_checkers={"herd-epochs": check_herd_epochs, "late-fill": check_late_fill},
+    extra_checkers={"herd-epochs": check_herd_epochs, "late-fill": check_late_fill, "herd-db": check_herd_db},
     plans={
         "none": "",
         "slow-db": SLOW_DB,
@@ -268,7 +318,10 @@ WORKLOAD = Workload(
         "holder-pause": f"{SLOW_DB};step:pause-holder@10%+60%;step:db-write@40%+10%",
     },
     default_plan="slow-db",
-    app_note="herd loads are counted from the strategies' fill epochs; DB-side counting for app nodes is not built yet",
+    # as a black box: DB loads are counted by PostgreSQL (its statement log), not taken from the answers
+    app_ops=("read", "write"),
+    app_checkers=("herd-db", "herd", "perf"),
+    app_db_reads=True,
     fault_menu=["latency:postgres:ms=100", "latency:postgres:ms=300", "latency:redis:ms=20"],
     steps={"kill-holder": kill_holder, "pause-holder": pause_holder, "db-write": db_write},
     setup=setup_herd,

@@ -115,7 +115,7 @@ class PostgresService(ProcessService):
         return [paths.pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port),
                 "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
                 "-c", "max_connections=300", "-c", "shared_buffers=64MB", "-c", "logging_collector=off",
-                "-c", "log_min_messages=warning"]
+                "-c", "log_min_messages=warning", "-c", "log_timezone=UTC"]
 
     def healthy(self) -> bool:
         import psycopg
