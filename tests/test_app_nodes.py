@@ -239,3 +239,19 @@ def test_crashed_subscriber_with_the_real_process_killed(cluster: Cluster, tmp_p
     assert rec["valid"] is valid, rec.get("explanation") or rec
     if not valid:  # pub/sub lost what was published while the process was dead: stale forever
         assert any("stale forever" in a["explanation"] for a in rec["anomalies"])
+
+
+def test_a_rolling_deploy_moves_every_node_to_the_next_build(cluster: Cluster, tmp_path: Path) -> None:
+    app = tmp_path / "app.toml"
+    app.write_text(f'command = "{SERVE} no-cache"\nnext = "{SERVE} versioned-cas"\nname = "rolling"\n')
+    res = _run(cluster, tmp_path, "register", app_file=str(app), nodes=2, time_limit=4.0, seed=2, concurrency=4,
+               faults="deploy:all@40%+0")
+    _verified(res)
+    assert "2 of 2 node(s) run the next build" in res["faults"][0]["observed"]
+    for i in (0, 1):
+        log = (Path(res["run_dir"]) / "logs" / f"node{i}.log").read_text()
+        assert f"starting node{i}: {SERVE} versioned-cas" in log and "serve-node versioned-cas" in log
+    assert res["valid"] is True, res["checkers"]  # both builds are correct designs; the deploy loses nothing
+    with pytest.raises(ConfigError, match="no 'next' command"):
+        app.write_text(f'command = "{SERVE} no-cache"\n')
+        prepare(RunConfig(workload="register", app_file=str(app), faults="deploy:all@1+0"))
