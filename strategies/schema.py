@@ -69,10 +69,20 @@ def missing_fields(obj: Any, schema: int) -> list[str]:
 class _SchemaBase:
     name: ClassVar[str | None] = None
 
-    def __init__(self, ttl: float = 3.0) -> None:
+    def __init__(self, ttl: float = 3.0, build: int = 0) -> None:
         self.ttl_ms = int(positive({"ttl": ttl}, "ttl", 3.0) * 1000)
         if self.ttl_ms < 1:
             raise ParamError(f"ttl must be at least 1 ms, got {ttl}")
+        if build not in (0, 1, 2):
+            raise ParamError(f"build must be 1 or 2 (the schema this build's code reads), or 0 to follow the "
+                             f"migration in-process; got {build!r}")
+        self.build = build
+
+    @property
+    def code_schema(self) -> int:
+        """The schema this node's code reads: its build's (an app node: v1 and v2 are two builds, swapped
+        by a rolling deploy), or the in-process application's, switched by the migration step."""
+        return self.build or APP.schema
 
     def setup(self, env: Env) -> None:
         self.env = env
@@ -117,7 +127,7 @@ class _SchemaBase:
 
     # -- the strategy -----------------------------------------------------------------------
     def read(self, key: str) -> dict[str, Any]:
-        schema = APP.schema
+        schema = self.code_schema
         cached = self._get(key)
         if cached is None:
             return self._from_db(key, schema)
@@ -127,7 +137,7 @@ class _SchemaBase:
         return self._hit(cached, schema)
 
     def write(self, key: str, value: Any) -> dict[str, Any]:
-        schema = APP.schema
+        schema = self.code_schema
         extra = ", updated_at = now()" if schema >= 2 else ""
         rows = self.pg.execute(f"update users set name = %s, email = %s, version = version + 1{extra} "
                                "where id = %s returning version", (f"user-{value}", f"u{value}@example.com", key))
@@ -145,8 +155,8 @@ class SchemaPlain(_SchemaBase):
 
     name: ClassVar[str] = "schema-plain"
 
-    def __init__(self, ttl: float = 3.0, reject_share: float = 0.6) -> None:
-        super().__init__(ttl)
+    def __init__(self, ttl: float = 3.0, reject_share: float = 0.6, build: int = 0) -> None:
+        super().__init__(ttl, build)
         try:
             self.reject_share = float(reject_share)
         except (TypeError, ValueError):
@@ -168,10 +178,10 @@ class SchemaVersioned(_SchemaBase):
     name: ClassVar[str] = "schema-versioned"
 
     def ckey(self, key: str) -> str:
-        return f"user:v{APP.schema}:{key}"
+        return f"user:v{self.code_schema}:{key}"
 
     def read(self, key: str) -> dict[str, Any]:
-        schema = APP.schema  # one code version for the whole request: key and fields agree
+        schema = self.code_schema  # one code version for the whole request: key and fields agree
         raw = self.redis.get(f"user:v{schema}:{key}")
         if raw is None:
             obj, version = self._load(key, schema)
@@ -190,8 +200,8 @@ class SchemaTtlCut(_SchemaBase):
 
     name: ClassVar[str] = "schema-ttl-cut"
 
-    def __init__(self, ttl: float = 3.0, cut_ttl: float = 0.5) -> None:
-        super().__init__(ttl)
+    def __init__(self, ttl: float = 3.0, cut_ttl: float = 0.5, build: int = 0) -> None:
+        super().__init__(ttl, build)
         self.cut_ttl_ms = int(positive({"cut_ttl": cut_ttl}, "cut_ttl", 0.5) * 1000)
         if self.cut_ttl_ms < 1:
             raise ParamError(f"cut_ttl must be at least 1 ms, got {cut_ttl}")
@@ -223,8 +233,8 @@ class SchemaEventBump(_SchemaBase):
 
     name: ClassVar[str] = "schema-event-bump"
 
-    def __init__(self, ttl: float = 3.0) -> None:
-        super().__init__(ttl)
+    def __init__(self, ttl: float = 3.0, build: int = 0) -> None:
+        super().__init__(ttl, build)
         self.prefix_version = 1
         self.events = 0
         self._stop = threading.Event()

@@ -255,3 +255,24 @@ def test_a_rolling_deploy_moves_every_node_to_the_next_build(cluster: Cluster, t
     with pytest.raises(ConfigError, match="no 'next' command"):
         app.write_text(f'command = "{SERVE} no-cache"\n')
         prepare(RunConfig(workload="register", app_file=str(app), faults="deploy:all@1+0"))
+
+
+# -- schema-migration: v1 and v2 as two builds, the code switch a rolling deploy ----------------------
+@pytest.mark.parametrize("strategy, valid", [("schema-plain", False), ("schema-versioned", True)])
+def test_schema_migration_rolls_the_v2_build_out(cluster: Cluster, tmp_path: Path, strategy: str,
+                                                 valid: bool) -> None:
+    app = tmp_path / "app.toml"
+    app.write_text(f'command = "{SERVE} {strategy} -p build=1"\nnext = "{SERVE} {strategy} -p build=2"\n')
+    res = _run(cluster, tmp_path, "schema-migration", app_file=str(app), nodes=2, seed=3, time_limit=6.0)
+    _verified(res)
+    migrate = next(p for p in res["faults"] if "migrate" in p["fault"])["observed"]
+    assert "rolling deploy of 2 node(s) to the next build" in migrate
+    r = res["checkers"]["schema"]
+    assert r["valid"] is valid, r.get("anomalies", [])[:2]
+    if not valid:  # v2 code served an object cached by v1, in the old format
+        assert "cached in the old format" in r["anomalies"][0]["explanation"]
+
+
+def test_schema_migration_as_a_black_box_needs_the_next_build(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'next' command is the schema-2 build"):
+        prepare(RunConfig(workload="schema-migration", app=f"{SERVE} schema-plain"))

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from core.clients import Pg, redis_client
 from core.ops import nothing_to_judge
 from strategies import schema as S
-from workloads.base import Direct, Workload, invoke_register
+from workloads.base import Direct, Workload, invoke_register, requires
 
 N_USERS = 1000
 DEPLOY_DELAY = 0.2
@@ -63,16 +64,44 @@ def final_user(d: Direct, key: str) -> dict[str, Any]:
 
 
 # -- steps ------------------------------------------------------------------------------------
+TTL_CUT_KEY = "schema:ttl-cut"  # the operator's switch as app nodes see it (1 while the cut is on)
+
+
 def step_ttl_cut(ctx: Any, phase: str) -> str | None:
-    """The operator's switch; whether the running strategy reads it is the strategy's business."""
+    """The operator's switch; whether the running strategy reads it is the strategy's business. App
+    nodes (other processes) see it as the Redis key ``schema:ttl-cut``."""
     S.APP.ttl_cut = phase == "start"
+    r = redis_client(ctx.cluster.direct["redis"], timeout=5)
+    try:
+        r.set(TTL_CUT_KEY, 1) if phase == "start" else r.delete(TTL_CUT_KEY)
+    finally:
+        r.close()
     if phase != "start":
         return None
+    if getattr(ctx.nodes, "spec", None) is not None:
+        return f"the operator's TTL cut is on: {TTL_CUT_KEY} = 1 in Redis (app nodes that honour it read it there)"
     honoured = any(hasattr(i, "cut_ttl_ms") for i in getattr(ctx.nodes, "instances", None) or [])
     return "the application's TTL cut is on" + (": the nodes shorten fills and live entries" if honoured else
                                                  " (only schema-ttl-cut reads it; this strategy ignores it)")
 
 
+def _app_has_next(cfg: Any, _cls: type) -> str | None:
+    """An app-node run's code switch is a rolling deploy: its app file must name the v2 build."""
+    if not (getattr(cfg, "app", None) or getattr(cfg, "app_file", None)):
+        return None
+    import tomllib
+
+    nxt = None
+    if cfg.app_file:
+        try:
+            nxt = tomllib.loads(Path(cfg.app_file).read_text()).get("next")
+        except (OSError, tomllib.TOMLDecodeError):
+            return None  # the app file's own check says what is wrong with it
+    return None if nxt else ("an app file (--app-file) whose 'next' command is the schema-2 build: the migration's "
+                             "code switch is a rolling deploy to it")
+
+
+@requires(_app_has_next)
 def step_migrate(ctx: Any, phase: str) -> str | None:
     if phase != "start":
         return None
@@ -93,9 +122,18 @@ def step_migrate(ctx: Any, phase: str) -> str | None:
     finally:
         r.close()
     time.sleep(DEPLOY_DELAY)
-    S.APP.schema = 2
+    spec = getattr(ctx.nodes, "spec", None)
+    if spec is not None and spec.next:  # app nodes: the v2 build replaces v1, node by node
+        t0 = time.monotonic()
+        for i in range(len(ctx.nodes)):
+            ctx.nodes.deploy(i, spec.next)
+        switch = (f"{DEPLOY_DELAY:g} s later a rolling deploy of {len(ctx.nodes)} node(s) to the next build "
+                  f"({time.monotonic() - t0:.1f} s)")
+    else:
+        S.APP.schema = 2
+        switch = f"code switched to schema 2 {DEPLOY_DELAY:g} s later"
     return (f"ALTER TABLE + backfill in {t_alter * 1000:.0f} ms; schema_version_change published to {receivers} "
-            f"subscriber(s); code switched to schema 2 {DEPLOY_DELAY:g} s later")
+            f"subscriber(s); {switch}")
 
 
 # -- checker ----------------------------------------------------------------------------------
@@ -212,7 +250,9 @@ WORKLOAD = Workload(
     plans={"migrate": MIGRATE, "event-lost": f"{MIGRATE};down:redis.sub0@45%+20%", "none": ""},
     plan_strategies={"event-lost": ("schema-event-bump",)},  # the only one subscribed over redis.sub0
     default_plan="migrate",
-    app_note="its code switch is in-process; a rolling deploy to the app file's next build is not wired to the migrate step yet",
+    # as a black box: v1 and v2 are two builds (the app file's command and next); the migrate step's code
+    # switch is a rolling deploy; reads report which schema the serving code reads (``schema``)
+    app_ops=("read", "write"),
     fault_menu=["latency:postgres:ms=50", "latency:redis:ms=20"],
     steps={"ttl-cut": step_ttl_cut, "migrate": step_migrate},
     setup=setup_schema,
