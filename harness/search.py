@@ -223,6 +223,9 @@ class SearchOptions:
     checker_opts: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"convergence": {"bound_s": 1}}
     reports: str | None = None
     keep_passing: bool = False  # keep the run directories of passing runs (default: delete them)
+    app: str | None = None  # search your own service (app nodes) instead of a strategy
+    app_file: str | None = None
+    nodes: int | None = None
 
 
 @dataclass
@@ -248,10 +251,13 @@ class SearchResult:
     unconfirmed: list[Candidate]
     wall_s: float
     search_dir: str
+    app: str | None = None
+    app_file: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "workload": self.workload, "strategy": self.strategy, "params": self.params, "found": self.found,
+            "app": self.app, "app_file": self.app_file,
             "first": self.first.to_dict() if self.first else None,
             "minimal": self.minimal.to_dict() if self.minimal else None,
             "hypothesis_shrunk": self.hypothesis_shrunk.to_dict() if self.hypothesis_shrunk else None,
@@ -286,13 +292,13 @@ class Search:
         try:  # validates workload, strategy and parameters before anything runs
             base = prepare(RunConfig(workload=opts.workload, strategy=opts.strategy, params=dict(opts.params),
                                      time_limit=opts.time_limit, faults=None, seed=opts.seed,
-                                     reports=opts.reports))
+                                     reports=opts.reports, app=opts.app, app_file=opts.app_file, nodes=opts.nodes))
         except ConfigError as e:
             raise SearchError(str(e)) from None
         wl = base.workload
         self.workload = wl
         self.strategy_name = base.strategy_name
-        self.strategy_spec = base.config.strategy
+        self.strategy_spec = None if (opts.app or opts.app_file) else base.config.strategy
         self.services = base.services
         menu = list(opts.menu if opts.menu is not None else wl.fault_menu)
         if not menu:
@@ -338,7 +344,8 @@ class Search:
                         rate=c.rate, seed=seed, keys=c.keys, mix=c.mix, op_timeout=self.opts.op_timeout,
                         quiesce=self.opts.quiesce, checkers=self.opts.checkers, reports=str(self.dir / "runs"),
                         checker_opts={k: dict(v) for k, v in self.opts.checker_opts.items()},
-                        command=["cachecert", "search", self.workload.name, "(candidate)"])
+                        command=["cachecert", "search", self.workload.name, "(candidate)"], app=self.opts.app,
+                        app_file=self.opts.app_file, nodes=self.opts.nodes)
         try:
             p = prepare(cfg)
         except ConfigError as e:
@@ -448,7 +455,7 @@ class Search:
             flaky=flaky, confirm_fails=sum(r["valid"] is False for r in confirm_runs),
             confirm_of=len(confirm_runs), confirm_runs=confirm_runs, unconfirmed=self.unconfirmed,
             wall_s=time.monotonic() - self.t0,
-            search_dir=str(self.dir))
+            search_dir=str(self.dir), app=self.opts.app, app_file=self.opts.app_file)
         from harness import store
 
         store.write_json(self.dir / "search.json", result.to_dict() | {
@@ -535,7 +542,9 @@ def replay_command(result: SearchResult, path: Path) -> str:
 
     rate = f" --rate {c.rate:g}" if c.rate else ""
     params = "".join(f" -p {shlex.quote(f'{k}={json.dumps(v)}')}" for k, v in result.params.items())
-    return (f"cachecert run {result.workload} -s {shlex.quote(result.strategy)}{params} -t {c.time_limit:g}"
+    who = (f"--app {shlex.quote(result.app)}" if result.app else f"--app-file {shlex.quote(result.app_file)}"
+           if result.app_file else f"-s {shlex.quote(result.strategy)}")
+    return (f"cachecert run {result.workload} {who}{params} -t {c.time_limit:g}"
             f" --faults-file {shlex.quote(str(path))} --seed {seed} --keys {c.keys} --mix {c.mix}"
             f" -c {c.concurrency}{rate} --op-timeout {result.op_timeout:g} --quiesce {result.quiesce:g}"
             + "".join(f" --checker {name}" for name in result.checkers or []))

@@ -38,7 +38,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         confirm_candidates=args.confirm_candidates, shrink_budget=args.shrink_budget, steps=args.steps,
         max_seconds=args.max_seconds, seed=args.seed, max_faults=args.max_faults, menu=args.menu or None,
         rates=rates, checkers=args.checkers, max_keys=args.max_keys, max_concurrency=args.max_concurrency, reports=args.reports,
-        keep_passing=args.keep_passing)
+        keep_passing=args.keep_passing, app=args.app, app_file=args.app_file, nodes=args.nodes)
 
     def show(t: Trial) -> None:
         verdict = "FAILS " if t.failing else "passes"
@@ -131,5 +131,8 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
     p.add_argument("--max-concurrency", type=int)
     p.add_argument("--reports", help="reports root (default: ./reports)")
     p.add_argument("--keep-passing", action="store_true", help="keep run directories of passing runs")
+    p.add_argument("--app", metavar="CMD", help="search your own service (app nodes) instead of a strategy")
+    p.add_argument("--app-file", metavar="APP.toml", help="the same from an app file")
+    p.add_argument("--nodes", type=int, help="app nodes / strategy instances (default: the workload's)")
     p.add_argument("--json", action="store_true", help="print the search result as JSON on stdout")
     handlers["search"] = cmd_search
