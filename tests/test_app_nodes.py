@@ -81,6 +81,17 @@ def test_crash_pause_and_graceful_restart_act_on_the_real_process(cluster: Clust
     assert res["valid"] is True, res["checkers"]  # no-cache loses nothing to a dead node
     log = (Path(res["run_dir"]) / "logs" / "node0.log").read_text()
     assert log.count("--- cachecert: starting node0") == 2  # started, and started again after the crash
+    # a hung (paused) node is bounded by the op timeout: its ops end as info within about 1 s
+    h = load_history(Path(res["run_dir"]) / "history.jsonl")
+    start: dict[Any, int] = {}
+    hung = []
+    for o in h:
+        if o.get("node") == 1 and o.get("phase") != "final":
+            if o["type"] == "invoke":
+                start[o["process"]] = o["time_ns"]
+            elif o["type"] == "info":
+                hung.append((o["time_ns"] - start[o["process"]]) / 1e9)
+    assert hung and max(hung) < 1.0 + 0.5, hung
 
 
 def test_one_nodes_link_is_cut_alone(cluster: Cluster, tmp_path: Path) -> None:
@@ -276,3 +287,17 @@ def test_schema_migration_rolls_the_v2_build_out(cluster: Cluster, tmp_path: Pat
 def test_schema_migration_as_a_black_box_needs_the_next_build(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'next' command is the schema-2 build"):
         prepare(RunConfig(workload="schema-migration", app=f"{SERVE} schema-plain"))
+
+
+def test_a_port_already_taken_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = _cli("run", "register", "--app", f"env PORT={port} {SERVE} no-cache", "-t", "1", "--no-progress",
+                 "--reports", str(tmp_path))
+    assert r.returncode == Exit.HARNESS, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert "node0 exited with status" in last and "Address already in use" in last, last
