@@ -130,6 +130,11 @@ def test_a_node_that_exits_by_itself_is_recorded_and_restarted(cluster: Cluster,
              and o.get("phase") != "final"]
     assert len(after) > 50  # the run went on against the restarted node
     assert res["counts"]["info"] >= 1  # what was in flight when it died
+    from harness.report import render  # the report lists it, with its exit status
+
+    render(res["run_dir"], write_png=False)
+    html = (Path(res["run_dir"]) / "report.html").read_text()
+    assert 'id="app-exits"' in html and "<td>node0</td>" in html
 
 
 def test_malformed_answers_beyond_one_percent_make_the_verdict_unknown(cluster: Cluster, tmp_path: Path) -> None:

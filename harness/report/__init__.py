@@ -137,6 +137,7 @@ def _body(run_dir: Path, results: dict[str, Any], config: dict[str, Any], data: 
     out.append("<h2>Summary</h2>")
     out.append(_summary(results, cfg, data))
     out.append(_faults_section(data, results))
+    out.append(_app_section(results, config))
 
     out.append("<h2>Checkers</h2>")
     out.append(_checkers(results))
@@ -276,6 +277,31 @@ def _faults_section(data: HistoryData | None, results: dict[str, Any]) -> str:
                    f'<td>{ver}</td><td>{esc(H.short(w.observed, 200))}</td></tr>')
     out.append("</table>")
     out.append('<p class="note">Plots shade each fault window in its colour and write its name on top.</p>')
+    return "".join(out)
+
+
+def _app_section(results: dict[str, Any], config: dict[str, Any]) -> str:
+    """App-node runs: what was started, nodes that died by themselves (events of the run, each
+    restarted), malformed answers, restarts that failed; logs under RUN_DIR/logs/nodeI.log."""
+    app = results.get("app")
+    if not app:
+        return ""
+    spec = config.get("app") or {}
+    rows = [("command", spec.get("command")), ("mode", spec.get("mode")), ("nodes", app.get("nodes")),
+            ("crashes injected (per node)", app.get("crashes")), ("malformed answers", app.get("protocol_errors"))]
+    if spec.get("next"):
+        rows.append(("next build", spec["next"]))
+    out = ['<h3>App nodes</h3>', H.kv_table(rows)]
+    exits = app.get("exits") or []
+    if exits:
+        out.append('<table id="app-exits"><tr><th>node</th><th>exit status</th><th>last log lines</th></tr>')
+        out += [f'<tr><td>node{esc(str(e.get("node")))}</td><td class="num">{esc(str(e.get("status")))}</td>'
+                f'<td>{esc(H.short(str(e.get("log_tail", "")), 300))}</td></tr>' for e in exits]
+        out.append('</table><p class="note">Each of these nodes exited on its own during the run; its in-flight '
+                   'operations are indeterminate (info) and it was started again.</p>')
+    for err in app.get("boot_errors") or []:
+        out.append(f'<p class="explanation"><b>Restart failed:</b> {esc(err)}</p>')
+    out.append('<p class="note">Each node\'s output: logs/node<i>I</i>.log in the run directory.</p>')
     return "".join(out)
 
 
