@@ -398,11 +398,15 @@ class AppPool:
     def _supervise(self) -> None:
         while not self._closing.wait(SUPERVISE_S):
             for node in self.nodes:
-                with node.lock:
+                if not node.lock.acquire(blocking=False):  # a fault or a boot is acting on it: look next time
+                    continue
+                try:
                     proc = node.proc
                     if proc is None or node.expected_exit or node.down or proc.poll() is None:
                         continue
                     self._restart_after_exit(node, proc.returncode)
+                finally:
+                    node.lock.release()
 
     def _restart_after_exit(self, node: _Node, status: int) -> None:
         event = {"node": node.index, "status": status, "log_tail": self.log_tail(node.index)}

@@ -27,7 +27,7 @@ from _procs import TAG_VAR, make_state, new_tag, pid_records, tagged, wait_gone
 
 from harness import reaper
 from harness.cluster import Cluster, list_clusters
-from harness.services.base import PidRecord, alive, proc_start_time, write_pidfile
+from harness.services.base import PidRecord, alive, marked_groups, proc_start_time, write_pidfile
 
 REPO = Path(__file__).resolve().parents[1]
 # The promise is 10 s from the run's death; measured it is well under a second (the reaper is
@@ -300,3 +300,26 @@ def test_a_server_spawned_before_its_pidfile_is_still_found_by_its_mark(tmp_path
         for p in procs:
             p.kill()
             p.wait(5)
+
+
+def test_sigkilled_run_leaves_no_app_node(state: Path, tmp_path: Path) -> None:
+    """App nodes carry the cluster's mark: the reaper kills them with the services when the run dies."""
+    tag = new_tag()
+    reports = tmp_path / "r"
+    run = _cli(state, tag, "run", "register", "--app", f"{sys.executable} -m harness.cli serve-node no-cache",
+               "--nodes", "2", "-t", "60", "--no-progress", log=tmp_path / "run.log", CACHECERT_REPORTS=str(reports))
+    try:
+        def nodes_up() -> bool:
+            return len(list(reports.glob("register/*/*/logs/node*.log"))) == 2 or run.poll() is not None
+
+        _poll(nodes_up, 120, "two app nodes to start")
+        assert run.poll() is None, (tmp_path / "run.log").read_text()
+        (cdir,) = list((state / "clusters").iterdir())
+        _poll(lambda: len(marked_groups(cdir)) >= 4, 30, "the app nodes to run")  # redis, postgres + 2 nodes
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+        _poll(lambda: not marked_groups(cdir), GONE_S, "every marked process, app nodes included, to be gone")
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
