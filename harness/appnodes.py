@@ -32,6 +32,7 @@ from typing import Any
 from core.verdict import Exit
 from harness.nodes import NodeDown
 from harness.services.base import CLUSTER_MARK, free_port, kill_group
+from strategies.base import DefiniteFailure
 from strategies.remote import PROTOCOL, AppNodeClient, Indeterminate, OpMapping
 
 log = logging.getLogger("cachecert.app")
@@ -366,7 +367,7 @@ class AppPool:
                                Exit.USAGE if bad else Exit.HARNESS)
             try:
                 status, body = node.client.request("GET", self.spec.health)
-            except Indeterminate as e:
+            except (Indeterminate, DefiniteFailure) as e:  # not listening yet, or not answering yet
                 last = str(e)
                 time.sleep(0.05)
                 continue

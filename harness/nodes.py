@@ -21,7 +21,9 @@ class NodeDown(DefiniteFailure):
 
 
 class NodePool:
-    def __init__(self, factory: Callable[[], Any], make_env: Callable[[int], Env], n: int) -> None:
+    def __init__(self, factory: Callable[[], Any], make_env: Callable[[int], Env], n: int,
+                 only: list[int] | None = None) -> None:
+        """``only``: the nodes this process builds (a worker process owns some of them; harness/procs.py)."""
         self.factory = factory
         self.make_env = make_env
         self.instances: list[Any] = [None] * n
@@ -29,7 +31,7 @@ class NodePool:
         self.down = [False] * n
         self.crashes = [0] * n
         self._lock = threading.Lock()
-        for i in range(n):
+        for i in range(n) if only is None else only:
             self._boot(i)
 
     def __len__(self) -> int:
@@ -74,4 +76,5 @@ class NodePool:
 
     def close(self) -> None:
         for inst, env in zip(self.instances, self.envs, strict=True):
-            close_quietly(inst, env)
+            if inst is not None:
+                close_quietly(inst, env)

@@ -35,6 +35,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app-file", metavar="APP.toml", help="the same from an app file: command, workdir, env, "
                                                           "start timeout, next build, op mapping")
     p.add_argument("--rate", "-r", type=float, help="total ops/s limit")
+    p.add_argument("--procs", type=int, default=1, help="worker processes (default 1: threads of this process); "
+                                                         "each owns whole nodes, so --nodes >= --procs")
     p.add_argument("--seed", type=int, help="seed for ops and random faults (default: random, recorded)")
     p.add_argument("--keys", type=int, help="number of keys")
     p.add_argument("--key-dist", help="uniform or zipf:S")
@@ -64,7 +66,7 @@ def config_from_args(args: argparse.Namespace, workload: str) -> Any:
         op_timeout=args.op_timeout, quiesce=args.quiesce, converge_limit=args.converge_limit, backend=args.backend, images=dict(args.docker_image),
         checkers=args.checkers,
         reports=args.reports, command=["cachecert", *sys.argv[1:]], app=getattr(args, "app", None),
-        app_file=getattr(args, "app_file", None),
+        app_file=getattr(args, "app_file", None), procs=getattr(args, "procs", 1),
     )
 
 

@@ -37,6 +37,7 @@ from harness.generator import Generator, GeneratorError, KeyDist, parse_mix
 from harness.lifecycle import Interrupts
 from harness.nemesis import Nemesis
 from harness.nodes import NodeDown, NodePool
+from harness.procs import PART, Child, ChildNodes, merge
 from strategies.base import DefiniteFailure, Env, ParamError
 from workloads.base import Direct, Workload
 
@@ -77,6 +78,7 @@ class RunConfig:
     command: list[str] | None = None
     app: str | None = None  # the user's service as app nodes: its start command (--app)
     app_file: str | None = None  # ... or its app file (--app-file): command, env, next build, op mapping
+    procs: int = 1  # worker processes (harness/procs.py); 1: the workers are threads of this process
 
 
 @dataclass
@@ -120,6 +122,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         raise ConfigError(f"nodes must be >= 1, got {cfg.nodes}")
     if cfg.quiesce < 0:
         raise ConfigError(f"quiesce must be >= 0, got {cfg.quiesce:g}")
+    _check_procs(cfg, app is not None)
     if cfg.converge_limit is not None and cfg.converge_limit < 0:
         raise ConfigError(f"converge limit must be >= 0, got {cfg.converge_limit:g}")
     if cfg.backend not in BACKENDS:
@@ -139,7 +142,30 @@ def prepare(cfg: RunConfig) -> Prepared:
     except CheckerLookupError as e:
         raise ConfigError(str(e)) from None
     _refuse_toothless_plan(cfg, wl, cls, name, schedule)
+    _refuse_in_parent_faults(cfg, schedule, app is not None)
     return Prepared(cfg, wl, cls, name, schedule, gen, services, app)
+
+
+def _check_procs(cfg: RunConfig, app: bool) -> None:
+    """--procs N: every process owns whole nodes; what needs the instances in this process is refused."""
+    assert cfg.nodes is not None
+    if cfg.procs < 1:
+        raise ConfigError(f"procs must be >= 1, got {cfg.procs}")
+    if cfg.procs > 1 and cfg.nodes < cfg.procs:
+        raise ConfigError(f"--procs {cfg.procs} needs --nodes {cfg.procs} or more: each worker process owns "
+                          f"whole nodes (the run has {cfg.nodes})")
+
+
+def _refuse_in_parent_faults(cfg: RunConfig, schedule: list[Scheduled], app: bool) -> None:
+    """With in-process strategies in worker processes, a step (it acts on the instances' memory) or a
+    fault on an extra link proxy (a child cannot register the proxies it opens) would not bite."""
+    if cfg.procs <= 1 or app:
+        return
+    for sc in schedule:
+        f = sc.fault
+        if f.kind == "step" or (getattr(f, "targets", "") == "proxy" and "." in f.target):
+            raise ConfigError(f"{f.name} needs the strategy instances in the harness's process: run it with "
+                              f"--procs 1 (or certify an app, whose nodes are processes anyway)")
 
 
 def _strategy(cfg: RunConfig, wl: Workload, ops: dict[str, float]) -> tuple[type, str]:
@@ -247,6 +273,7 @@ class Run:
         self.nodes: NodePool | AppPool | None = None
         self._invoke: Callable[[Any, dict[str, Any]], dict[str, Any]] = p.workload.invoke
         self.db_reads: StatementLog | None = None
+        self.children: list[Child] = []  # worker processes (--procs N > 1)
         self.nemesis: Nemesis | None = None
         self.stop = threading.Event()
         self.counts = {"ok": 0, "fail": 0, "info": 0}
@@ -277,16 +304,58 @@ class Run:
         return Env(self.cluster.endpoints, self.cfg.params, node, self.cfg.op_timeout, self.p.workload.name,
                    add_proxy=getattr(self.cluster, "add_proxy", None))
 
-    def _start_nodes(self) -> NodePool | AppPool:
-        """In-process strategy instances, or the user's service as app-node processes."""
+    def _start_nodes(self) -> NodePool | AppPool | ChildNodes:
+        """In-process strategy instances, or the user's service as app-node processes; with --procs N,
+        worker processes that own the in-process nodes (or drive the app nodes) between them."""
         cfg = self.cfg
         assert cfg.nodes is not None and self.cluster is not None
-        if self.p.app is None:
+        if self.p.app is None and cfg.procs <= 1:
             self._invoke = self.p.workload.invoke
             return NodePool(lambda: strategies.build(self.p.strategy_cls, cfg.params), self._env, cfg.nodes)
         self._invoke = _perform
-        return AppPool(self.p.app, self.cluster, self.p.services, self.dir / "logs", self.p.workload.name,
-                       cfg.params, cfg.nodes, cfg.op_timeout, on_event=self._app_exited)
+        pool: AppPool | None = None
+        if self.p.app is not None:
+            pool = AppPool(self.p.app, self.cluster, self.p.services, self.dir / "logs", self.p.workload.name,
+                           cfg.params, cfg.nodes, cfg.op_timeout, on_event=self._app_exited)
+            if cfg.procs <= 1:
+                return pool
+        self.children = self._start_children(pool)
+        return pool if pool is not None else ChildNodes(self.children, cfg.nodes)
+
+    def _start_children(self, pool: AppPool | None) -> list[Child]:
+        cfg, wl = self.cfg, self.p.workload
+        assert self.history is not None and self.cluster is not None
+        base = {"workload": wl.name, "strategy": cfg.strategy, "params": cfg.params,
+                "endpoints": self.cluster.endpoints, "op_timeout": cfg.op_timeout, "nodes": cfg.nodes,
+                "procs": cfg.procs, "t0_ns": self.history.t0_ns, "mix": cfg.mix or wl.mix,
+                "key_dist": cfg.key_dist or wl.key_dist, "keys": cfg.keys or wl.keys, "rate": cfg.rate,
+                "concurrency": cfg.concurrency, "seed": cfg.seed}
+        if pool is not None:
+            base["app_ports"] = [n.port for n in pool.nodes]
+            base["app_ops"] = {f: _mapping_dict(m) for f, m in (pool.spec.ops or {}).items()} or None
+        (self.dir / "logs").mkdir(exist_ok=True)
+        children: list[Child] = []
+        try:
+            for k in range(cfg.procs):
+                children.append(Child(k, {**base, "k": k, "part": str(self.dir / PART.format(k))},
+                                      self.dir / "logs" / f"worker-process-{k}.log"))
+        except BaseException:
+            for c in children:
+                c.close()
+            raise
+        return children
+
+    def _stop_children(self) -> None:
+        """End the load in every worker process and add up what they did; a dead one is logged (its
+        part holds what it recorded, its open ops are indeterminate)."""
+        for c in self.children:
+            try:
+                counts = c.ask({"cmd": "stop"})["counts"]
+            except Exception as e:  # noqa: BLE001
+                log.error("worker process %d: %s", c.k, e)
+                continue
+            for k, v in counts.items():
+                self.counts[k] += v
 
     def _record_db_reads(self) -> None:
         """The DB's own log of reads during the load phase, into the history (black-box runs)."""
@@ -317,39 +386,8 @@ class Run:
     # -- workers ----------------------------------------------------------------------------
     def _worker(self, w: int) -> None:
         assert self.history is not None and self.nodes is not None and self.cfg.concurrency
-        gen = self.p.generator.for_worker(self.cfg.seed or 0, w)
-        hist, invoke, nodes = self.history, self._invoke, self.nodes
-        node = w % len(nodes)
-        process = w
-        counts = self.counts
-        while gen.pace(self.stop):
-            op = gen.next()
-            inv = {"process": process, "type": "invoke", **op}
-            if "value" not in inv:
-                inv["value"] = None
-            inv["node"] = node
-            inv["time_ns"] = hist.now()
-            hist.append(inv)
-            try:
-                res = invoke(nodes.get(node), op)
-                t = hist.now()
-                comp = {"process": process, "type": "ok", "f": op["f"], "key": op["key"], "value": op.get("value"),
-                        **res}
-            except DefiniteFailure as e:
-                t = hist.now()
-                comp = {"process": process, "type": "fail", "f": op["f"], "key": op["key"],
-                        "value": op.get("value"), "error": _err(e)}
-                if isinstance(e, NodeDown):
-                    self.stop.wait(0.01)  # don't spin on a crashed node
-            except Exception as e:  # noqa: BLE001 - indeterminate: the op may or may not have happened
-                t = hist.now()
-                comp = {"process": process, "type": "info", "f": op["f"], "key": op["key"],
-                        "value": op.get("value"), "error": _err(e)}
-                process += self.cfg.concurrency
-            comp["node"] = node
-            comp["time_ns"] = t
-            hist.append(comp)
-            counts[comp["type"]] += 1
+        work(w, self.p.generator.for_worker(self.cfg.seed or 0, w), self.history, self._invoke, self.nodes,
+             self.stop, self.counts, self.cfg.concurrency)
 
     def _worker_until_closed(self, w: int) -> None:
         """A worker still in an op when an interrupted run closed the history has nothing left to record."""
@@ -555,8 +593,11 @@ class Run:
         self.nemesis = Nemesis(self.p.schedule, ctx, self.history)
         self._phase("load")
         t0 = time.monotonic()
+        if self.children:
+            for c in self.children:
+                c.ask({"cmd": "go"})
         workers = [threading.Thread(target=self._worker_until_closed, args=(w,), name=f"worker-{w}", daemon=True)
-                   for w in range(cfg.concurrency)]
+                   for w in range(cfg.concurrency) if not self.children]
         for t in workers:
             t.start()
         self.nemesis.start(t0)
@@ -567,6 +608,7 @@ class Run:
         stuck = [t.name for t in workers if t.is_alive()]
         if stuck:
             log.warning("workers still blocked after the load phase: %s", ", ".join(stuck))
+        self._stop_children()
         self._record_db_reads()
         self._phase("heal")
         self.nemesis.heal()
@@ -612,8 +654,12 @@ class Run:
             self.nodes.close()
         if self.db_reads is not None:
             self.db_reads.stop()
+        for c in self.children:
+            c.close()
         if self.history is not None:
             self.history.close()
+            if self.cfg.procs > 1:
+                merge(self.dir, self.cfg.procs)
         if self.cluster is not None:
             try:
                 self.cluster.collect_logs(self.dir / "logs")
@@ -706,8 +752,50 @@ def render_report(run_dir: Path) -> None:
         log.error("report rendering failed: %s: %s", type(e).__name__, e)
 
 
+def work(w: int, gen: Any, hist: HistoryWriter, invoke: Callable[[Any, dict[str, Any]], dict[str, Any]],
+         nodes: Any, stop: threading.Event, counts: dict[str, int], concurrency: int) -> None:
+    """One worker: ops from its generator, one at a time, against node ``w % len(nodes)``, every
+    invoke and completion recorded; an indeterminate op retires the process id (Jepsen's rule: a
+    process with an op in doubt never invokes again), so the next op gets ``process + concurrency``.
+    The same loop runs in the harness and in worker processes (harness/procs.py)."""
+    node = w % len(nodes)
+    process = w
+    while gen.pace(stop):
+        op = gen.next()
+        inv = {"process": process, "type": "invoke", **op}
+        if "value" not in inv:
+            inv["value"] = None
+        inv["node"] = node
+        inv["time_ns"] = hist.now()
+        hist.append(inv)
+        try:
+            res = invoke(nodes.get(node), op)
+            t = hist.now()
+            comp = {"process": process, "type": "ok", "f": op["f"], "key": op["key"], "value": op.get("value"), **res}
+        except DefiniteFailure as e:
+            t = hist.now()
+            comp = {"process": process, "type": "fail", "f": op["f"], "key": op["key"], "value": op.get("value"),
+                    "error": _err(e)}
+            if isinstance(e, NodeDown):
+                stop.wait(0.01)  # don't spin on a crashed node
+        except Exception as e:  # noqa: BLE001 - indeterminate: the op may or may not have happened
+            t = hist.now()
+            comp = {"process": process, "type": "info", "f": op["f"], "key": op["key"], "value": op.get("value"),
+                    "error": _err(e)}
+            process += concurrency
+        comp["node"] = node
+        comp["time_ns"] = t
+        hist.append(comp)
+        counts[comp["type"]] += 1
+
+
 def _perform(node: Any, op: dict[str, Any]) -> dict[str, Any]:
     return node.perform(op)
+
+
+def _mapping_dict(m: Any) -> dict[str, Any]:
+    """An OpMapping as the app file wrote it (for a worker process to parse again)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(m).items()}
 
 
 def _agrees(node_read: dict[str, Any], db: dict[str, Any]) -> bool:
