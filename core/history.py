@@ -53,8 +53,12 @@ class HistoryWriter:
     flushes the rest), so the file lags the run by at most ~100 ms even under SIGKILL.
     """
 
-    def __init__(self, path: str | os.PathLike[str], t0_ns: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], t0_ns: int | None = None, invokes_through: bool = False) -> None:
+        """``invokes_through``: an invoke reaches the file (the kernel) before ``append`` returns, so an
+        op whose effect the process may have caused is on record even if the process is then
+        SIGKILLed (a worker process: harness/procs.py); completions still go every 50 ms."""
         self.path = Path(path)
+        self.invokes_through = invokes_through
         self.t0_ns = time.monotonic_ns() if t0_ns is None else t0_ns
         self._file = open(self.path, "ab", buffering=1 << 16)  # noqa: SIM115
         self._lock = threading.Lock()
@@ -79,6 +83,10 @@ class HistoryWriter:
             if "time_ns" not in op:
                 op["time_ns"] = time.monotonic_ns() - self.t0_ns
             self._buf.append(orjson.dumps(op, default=_jsonable, option=orjson.OPT_NON_STR_KEYS))
+            if self.invokes_through and op.get("type") == "invoke":
+                lines, self._buf = self._buf, []
+                self._file.write(b"\n".join(lines) + b"\n")
+                self._file.flush()
         return op
 
     def flush(self) -> None:

@@ -122,6 +122,10 @@ class ChildNodes:
     def is_down(self, i: int) -> bool:
         return self.down[i]
 
+    def reachable(self, i: int) -> bool:
+        """False when the process owning node ``i`` is dead: nothing can be read through the node."""
+        return self._owner(i).proc.poll() is None
+
     def crash(self, i: int) -> None:
         if not self.down[i]:
             self._owner(i).ask({"cmd": "crash", "node": i})
@@ -195,7 +199,7 @@ def _child() -> int:
 
         nodes = NodePool(lambda: strategies.build(cls, cfg["params"]), env, n, only=mine)
         invoke = wl.invoke
-    hist = HistoryWriter(cfg["part"], t0_ns=cfg["t0_ns"])
+    hist = HistoryWriter(cfg["part"], t0_ns=cfg["t0_ns"], invokes_through=True)
     gen = Generator(parse_mix(cfg["mix"]), KeyDist.parse(cfg["key_dist"], cfg["keys"]), cfg["rate"],
                     cfg["concurrency"])
     stop = threading.Event()

@@ -274,6 +274,7 @@ class Run:
         self._invoke: Callable[[Any, dict[str, Any]], dict[str, Any]] = p.workload.invoke
         self.db_reads: StatementLog | None = None
         self.children: list[Child] = []  # worker processes (--procs N > 1)
+        self.child_deaths: list[str] = []
         self.nemesis: Nemesis | None = None
         self.stop = threading.Event()
         self.counts = {"ok": 0, "fail": 0, "info": 0}
@@ -353,6 +354,8 @@ class Run:
                 counts = c.ask({"cmd": "stop"})["counts"]
             except Exception as e:  # noqa: BLE001
                 log.error("worker process %d: %s", c.k, e)
+                self.child_deaths.append(f"worker process {c.k} died during the run ({e}); what it recorded is "
+                                         "kept, its open ops are indeterminate")
                 continue
             for k, v in counts.items():
                 self.counts[k] += v
@@ -428,9 +431,12 @@ class Run:
         assert self.history is not None and self.nodes is not None
         hist = self.history
         agreed = True
+        reachable = getattr(self.nodes, "reachable", lambda i: True)  # a dead worker process's nodes: none
         for key in self.p.generator.keys.keys():
             seen = []
             for node in range(len(self.nodes)):
+                if not reachable(node):
+                    continue
                 proc = FINAL_PROCESS + node
                 hist.append({"process": proc, "type": "invoke", "f": "read", "key": key, "value": None,
                              "node": node, "phase": "final", "time_ns": hist.now()})
@@ -688,6 +694,10 @@ class Run:
         if self.error or interrupted:
             out["unknown_reasons"].insert(0, "interrupted" if interrupted else f"run aborted: {self.error}")
         self._judge_app(out)
+        if self.child_deaths:  # its nodes' final reads are missing: no convergence verdict can stand
+            out["unknown_reasons"].insert(0, self.child_deaths[0])
+            if out["valid"] is not False:
+                out["valid"] = "unknown"
         if self.error or interrupted or base["fault_errors"]:
             out["valid"] = False if results["valid"] is False else "unknown"
         out["exit_code"] = Verdict.of(out["valid"]).exit_code
