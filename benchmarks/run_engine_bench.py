@@ -80,9 +80,9 @@ WORKLOAD = Workload(
 )
 
 
-def bench_recording(n: int = 200_000) -> float:
+def bench_recording(n: int = 200_000, invokes_through: bool = False) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        w = HistoryWriter(Path(tmp) / "h.jsonl")
+        w = HistoryWriter(Path(tmp) / "h.jsonl", invokes_through=invokes_through)
         t0 = time.perf_counter()
         for i in range(n // 2):
             w.append({"process": i % 8, "type": "invoke", "f": "read", "key": "k1", "value": None, "node": 0,
@@ -93,9 +93,10 @@ def bench_recording(n: int = 200_000) -> float:
         return (time.perf_counter() - t0) / (n // 2) * 1e6  # us per op (two records)
 
 
-def harness_rate(cluster: Cluster, strategy: str, conc: int, seconds: float, reports: str) -> float:
+def harness_rate(cluster: Cluster, strategy: str, conc: int, seconds: float, reports: str, procs: int = 1) -> float:
     cfg = RunConfig(workload="benchmarks.run_engine_bench", strategy=strategy, time_limit=seconds,
-                    concurrency=conc, seed=1, reports=reports, quiesce=0.0, checkers=[])
+                    concurrency=conc, seed=1, reports=reports, quiesce=0.0, checkers=[], procs=procs,
+                    nodes=max(1, procs))
     res = Run(prepare(cfg), cluster=cluster, progress=False).execute()
     load = res["phases"]["load"]
     return (res["counts"]["ok"] + res["counts"]["fail"] + res["counts"]["info"]) / (load[1] - load[0])
@@ -145,7 +146,9 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {os.cpu_count()} cores; each harness point runs {args.seconds:g} s of load\n")
     rec = bench_recording()
-    print(f"recording: {rec:.1f} us per op (invoke + completion appended)   target < 20 us\n")
+    rec_through = bench_recording(invokes_through=True)
+    print(f"recording: {rec:.1f} us per op (invoke + completion appended); {rec_through:.1f} us with each invoke "
+          "written through (worker processes)   target < 20 us\n")
     with tempfile.TemporaryDirectory() as reports, Cluster(services=("redis",)) as cluster:
         floor = harness_rate(cluster, "benchmarks.run_engine_bench:Noop", 1, args.seconds, reports)
         print(f"harness floor (no-op strategy, c=1): {floor:,.0f} ops/s = {1e6 / floor:.1f} us per op\n")
@@ -159,6 +162,20 @@ def main() -> None:
             ratio = f"{h / rb:.2f}" if rb else "n/a"
             print(f"{conc:>11} {h:>14,.0f} {raw:>19,.0f} {rb or float('nan'):>22,.0f} {h / raw:>12.2f} {ratio:>24}")
         print("\n(both through the same Toxiproxy proxy; redis-benchmark: mean of its GET and SET rates)")
+        cores = os.cpu_count() or 1
+        procs_list = sorted({1, 2, cores})
+        print("\nworker processes (--procs; nodes = procs): harness ops/s and / redis-benchmark at each concurrency")
+        print(f"{'concurrency':>11} " + " ".join(f"{f'procs={p}':>22}" for p in procs_list) + f" {'redis-benchmark':>16}")
+        for conc in (1, 8, 32, 128):
+            rb = redis_benchmark_rate(port, conc, n=100_000)
+            cells = []
+            for p in procs_list:
+                if conc < p:
+                    cells.append(f"{'-':>22}")
+                    continue
+                h = harness_rate(cluster, "benchmarks.run_engine_bench:RedisOnly", conc, args.seconds, reports, p)
+                cells.append(f"{h:>12,.0f} ({h / rb:.2f}x)" if rb else f"{h:>22,.0f}")
+            print(f"{conc:>11} " + " ".join(f"{c:>22}" for c in cells) + f" {rb or float('nan'):>16,.0f}")
 
 
 if __name__ == "__main__":

@@ -326,7 +326,7 @@ class Run:
     def _start_children(self, pool: AppPool | None) -> list[Child]:
         cfg, wl = self.cfg, self.p.workload
         assert self.history is not None and self.cluster is not None
-        base = {"workload": wl.name, "strategy": cfg.strategy, "params": cfg.params,
+        base = {"workload": cfg.workload, "strategy": cfg.strategy, "params": cfg.params,
                 "endpoints": self.cluster.endpoints, "op_timeout": cfg.op_timeout, "nodes": cfg.nodes,
                 "procs": cfg.procs, "t0_ns": self.history.t0_ns, "mix": cfg.mix or wl.mix,
                 "key_dist": cfg.key_dist or wl.key_dist, "keys": cfg.keys or wl.keys, "rate": cfg.rate,
