@@ -74,7 +74,9 @@ def workload_entries() -> list[Entry]:
         out.append(Entry(wl.name, first_sentence(wl.description, 160), params, {
             "services": list(wl.services), "strategies": list(wl.strategies),
             "default_strategy": wl.default_strategy, "plans": list(wl.plans), "default_plan": wl.default_plan,
-            "checkers": [*wl.checkers, *wl.extra_checkers]}))
+            "checkers": [*wl.checkers, *wl.extra_checkers],
+            # as a black box (--app): the ops a service answers, or why it cannot be one
+            "app_ops": list(wl.app_ops), "app_note": None if wl.app_ops else wl.app_note}))
     return out
 
 
@@ -194,7 +196,8 @@ def lines(what: str, items: list[Entry]) -> list[str]:
         if what == "workloads":
             tail = (f"  [{e.params}; services: {','.join(e.extra['services'])}; "
                     f"{len(e.extra['strategies'])} strategies, default {e.extra['default_strategy']}; "
-                    f"plans: {', '.join(e.extra['plans'])}]")
+                    f"plans: {', '.join(e.extra['plans'])}; "
+                    + (f"as an app: {','.join(e.extra['app_ops'])}]" if e.extra["app_ops"] else "not as an app]"))
         elif what == "strategies":
             served = ",".join(e.extra.get("workloads") or []) or "no built-in workload"
             mark = " (default)" if e.extra.get("default") else ""
