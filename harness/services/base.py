@@ -28,10 +28,22 @@ class ServiceError(RuntimeError):
     """A service failed to start, stay up or stop; the message names it and shows its log tail."""
 
 
+_ISSUED: set[int] = set()  # ports handed out by this process: bind(0) may hand the same one out again once
+_ISSUED_LOCK = threading.Lock()  # it is released, and a proxy or an app node may not have bound it yet
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free 127.0.0.1 port this process has not handed out before (200 app nodes and their 400
+    proxies ask for ports in parallel; without this, two of them were once given the same one)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with _ISSUED_LOCK:
+            if port not in _ISSUED:
+                _ISSUED.add(port)
+                return port
+    return port
 
 
 def port_in_use(port: int) -> bool:
