@@ -7,6 +7,15 @@ serves it, under each fault plan, on one shared embedded cluster, and writes
 linking to its run's report.html) and ``certificate.json``. ``compare`` runs several strategies on
 one workload and puts them side by side (guarantees and key figures).
 
+Sharding (``--shard I/N``, ``merge_certificates``): a full certification outgrows one CI machine, so
+the CI system's own parallelism runs it, not a scheduler of ours. The matrix is the ordered list of
+cells (strategy, workload, plan) the unsharded run would run; shard I of N runs the cells whose index
+% N == I-1 (a fair mix of slow and fast workloads in every shard, the same slice on every machine)
+and writes a *partial* certificate carrying the matrix fingerprint (the cell list and every option
+that changes results), so ``certify merge`` can refuse shards of different matrices, a shard twice
+or a missing shard, and otherwise write exactly the certificate the unsharded run writes. Run links
+are stored relative to the certificate too, so shard artifacts can be downloaded anywhere.
+
 Checker results map onto guarantees in ``guarantees_of``: by checker name, by sub-results when a
 checker reports them (the session checker's read-your-writes / monotonic-reads), else by anomaly
 types. A guarantee whose checker did not run is "n/a", never "pass"; a checker that judged nothing
@@ -17,6 +26,7 @@ its plan says. The run-verdict row follows results.json's ``valid`` and says why
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -25,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.verdict import Exit, Verdict, merge, word
+from core.verdict import Exit, UsageError, Verdict, merge, word
 from harness import store
 from harness.report import converge_s, status_notes
 from harness.report import html as H
@@ -135,6 +145,12 @@ class Cell:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Cell:
+        """A cell back from a certificate's ``runs`` entry (unknown keys, like ``run_dir_rel``, dropped)."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in names})
+
 
 @dataclass
 class Plan:
@@ -151,11 +167,77 @@ class Plan:
     quiesce: float | None = None
     # app nodes among the strategies: name -> {"app": CMD} or {"app_file": PATH} (run with --app/--app-file)
     apps: dict[str, dict[str, str]] = field(default_factory=dict)
+    shard: tuple[int, int] | None = None  # (I, N): run only the I-th of N slices of the matrix
+
+    def cells(self) -> list[tuple[str, str, str]]:
+        """The matrix: every (strategy, workload, plan) an unsharded run runs, in its order."""
+        return [(s, w, p) for s in self.strategies for w, p in self.pairs]
+
+    def selected(self) -> list[int]:
+        """Indices into ``cells()`` this run executes: all of them, or its shard's slice."""
+        return shard_indices(len(self.cells()), self.shard)
+
+
+# -- shards ------------------------------------------------------------------------------------
+MATRIX_FORMAT = "cachecert-matrix/1"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``I/N`` (1 <= I <= N) as a pair; UsageError otherwise."""
+    i_s, sep, n_s = text.partition("/")
+    try:
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        i = n = 0
+    if not sep or not 1 <= i <= n:
+        raise UsageError(f"--shard wants I/N with 1 <= I <= N, like 2/3 (got {text!r})")
+    return i, n
+
+
+def shard_indices(total: int, shard: tuple[int, int] | None) -> list[int]:
+    """Shard I of N takes every N-th cell from the (I-1)-th: deterministic, and every shard gets a mix."""
+    if shard is None:
+        return list(range(total))
+    i, n = shard
+    return [k for k in range(total) if k % n == i - 1]
+
+
+def _num(x: Any) -> Any:
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+
+
+def matrix_options(plan: Plan) -> dict[str, Any]:
+    """The options that change a run's results (reports root, JUnit and the like do not). An app
+    file counts by path and content: the same path on two machines may hold two services."""
+    apps: dict[str, dict[str, str]] = {}
+    for name, entry in sorted(plan.apps.items()):
+        a = dict(entry)
+        if "app_file" in a:
+            try:
+                a["app_file_sha256"] = hashlib.sha256(Path(a["app_file"]).read_bytes()).hexdigest()
+            except OSError:
+                a["app_file_sha256"] = "unreadable"
+        apps[name] = a
+    return {"time_limit": _num(plan.time_limit), "seed": plan.seed, "params": plan.params,
+            "nodes": plan.nodes, "concurrency": plan.concurrency, "quiesce": _num(plan.quiesce), "apps": apps}
+
+
+def fingerprint(cells: list[list[str]] | list[tuple[str, str, str]], options: dict[str, Any]) -> str:
+    """A hash of the full ordered cell list and the result-changing options: equal for every shard
+    of one matrix, different as soon as a cell, their order or an option differs."""
+    doc = {"format": MATRIX_FORMAT, "cells": [list(c) for c in cells], "options": options}
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def matrix_of(plan: Plan) -> dict[str, Any]:
+    """What a certificate records about its matrix: fingerprint, ordered cells, options."""
+    cells, options = plan.cells(), matrix_options(plan)
+    return {"fingerprint": fingerprint(cells, options), "cells": [list(c) for c in cells], "options": options}
 
 
 def app_entry(app: str | None, app_file: str | None) -> dict[str, dict[str, str]]:
     """The user's service as one more column of a certificate or comparison, named as its runs are."""
-    from core.verdict import UsageError
     from harness.appnodes import AppError, AppSpec
 
     if not (app or app_file):
@@ -173,7 +255,6 @@ def resolve(strategy_names: list[str], workload_names: list[str] | None, faults:
     app nodes to run as strategies (``app_entry``); alone, they run every black-box workload."""
     import strategies as S
     import workloads as W
-    from core.verdict import UsageError
 
     apps = apps or {}
     names: list[str] = []
@@ -216,10 +297,12 @@ def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None)
     from harness.cluster import ALL_SERVICES, Cluster
     from harness.runner import ConfigError, Run, RunConfig, prepare
 
+    matrix = plan.cells()
+    todo = [matrix[k] for k in plan.selected()]
     services: set[str] = set()
-    for wname, _ in plan.pairs:
+    for wname in dict.fromkeys(w for _, w, _ in todo):
         services |= set(W.load(wname).services)
-    own = cluster is None
+    own = cluster is None and bool(todo)
     cells: list[Cell] = []
     if own:
         cluster = Cluster(services=tuple(s for s in ALL_SERVICES if s in services),
@@ -227,46 +310,43 @@ def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None)
         log(f"starting services: {', '.join(sorted(services))}")
         cluster.up()
     try:
-        total = len(plan.pairs) * len(plan.strategies)
-        n = 0
-        for strategy in plan.strategies:
-            for wname, pname in plan.pairs:
-                n += 1
-                cell = Cell(wname, pname, strategy)
-                cells.append(cell)
-                app = plan.apps.get(strategy, {})
-                how = ["--app-file", app["app_file"]] if "app_file" in app else \
-                    ["--app", app["app"]] if app else ["-s", strategy]
-                cfg = RunConfig(workload=wname, strategy=None if app else strategy, params=dict(plan.params),
-                                faults=pname, time_limit=plan.time_limit, concurrency=plan.concurrency,
-                                nodes=plan.nodes, seed=plan.seed, reports=plan.reports, quiesce=plan.quiesce,
-                                command=["cachecert", "run", wname, *how, "-f", pname], app=app.get("app"),
-                                app_file=app.get("app_file"))
-                try:
-                    prepared = prepare(cfg)
-                except ConfigError as e:
-                    cell.error, cell.valid, cell.exit_code = str(e), "unknown", Exit.USAGE
-                    log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: cannot run: {e}")
-                    continue
-                cell.seed = cfg.seed
-                run = Run(prepared, cluster=cluster, progress=False)
-                cell.run_dir = str(run.dir)
-                t0 = time.monotonic()
-                try:
-                    results = run.execute()
-                except Exception as e:  # noqa: BLE001 - one broken run must not stop the certification
-                    cell.error = f"{type(e).__name__}: {e}"
-                    results = store.read_json(run.dir / "results.json") if (run.dir / "results.json").exists() \
-                        else {}
-                    cell.exit_code = Exit.HARNESS
-                else:
-                    cell.exit_code = int(results.get("exit_code", Verdict.of(results.get("valid")).exit_code))
-                cell.valid = results.get("valid", "unknown")
-                cell.notes = status_notes(results)
-                cell.guarantees = guarantees_of(results, _bound(prepared.workload, cfg))
-                cell.figures = run_figures(run.dir, results)
-                log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: {word(cell.valid)} "
-                    f"({time.monotonic() - t0:.1f} s) {run.dir}")
+        total = len(todo)
+        for n, (strategy, wname, pname) in enumerate(todo, 1):
+            cell = Cell(wname, pname, strategy)
+            cells.append(cell)
+            app = plan.apps.get(strategy, {})
+            how = ["--app-file", app["app_file"]] if "app_file" in app else \
+                ["--app", app["app"]] if app else ["-s", strategy]
+            cfg = RunConfig(workload=wname, strategy=None if app else strategy, params=dict(plan.params),
+                            faults=pname, time_limit=plan.time_limit, concurrency=plan.concurrency,
+                            nodes=plan.nodes, seed=plan.seed, reports=plan.reports, quiesce=plan.quiesce,
+                            command=["cachecert", "run", wname, *how, "-f", pname], app=app.get("app"),
+                            app_file=app.get("app_file"))
+            try:
+                prepared = prepare(cfg)
+            except ConfigError as e:
+                cell.error, cell.valid, cell.exit_code = str(e), "unknown", Exit.USAGE
+                log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: cannot run: {e}")
+                continue
+            cell.seed = cfg.seed
+            run = Run(prepared, cluster=cluster, progress=False)
+            cell.run_dir = str(run.dir)
+            t0 = time.monotonic()
+            try:
+                results = run.execute()
+            except Exception as e:  # noqa: BLE001 - one broken run must not stop the certification
+                cell.error = f"{type(e).__name__}: {e}"
+                results = store.read_json(run.dir / "results.json") if (run.dir / "results.json").exists() \
+                    else {}
+                cell.exit_code = Exit.HARNESS
+            else:
+                cell.exit_code = int(results.get("exit_code", Verdict.of(results.get("valid")).exit_code))
+            cell.valid = results.get("valid", "unknown")
+            cell.notes = status_notes(results)
+            cell.guarantees = guarantees_of(results, _bound(prepared.workload, cfg))
+            cell.figures = run_figures(run.dir, results)
+            log(f"[{n}/{total}] {wname}/{strategy} [{pname}]: {word(cell.valid)} "
+                f"({time.monotonic() - t0:.1f} s) {run.dir}")
     finally:
         if own:
             cluster.down()
@@ -359,18 +439,42 @@ def guarantee_summary(cells: list[Cell]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def write_certificate(strategy: str, cells: list[Cell], out_dir: Path, plan: Plan) -> Path:
+def write_certificate(strategy: str, cells: list[Cell], out_dir: Path, plan: Plan,
+                      matrix: dict[str, Any] | None = None) -> Path:
+    """certificate.json and index.html. A sharded plan (``plan.shard``) writes a partial certificate:
+    its own cells only, marked with the shard and the matrix fingerprint, for ``merge_certificates``.
+    ``matrix``: the recorded matrix (a merge passes the shards'), else computed from ``plan``."""
+    matrix = matrix or matrix_of(plan)
     summary = guarantee_summary(cells)
     valid = merged_valid(cells)
-    cert = {"strategy": strategy, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "valid": valid,
-            "exit_code": merged_exit(cells), "params": plan.params, "time_limit": plan.time_limit,
-            "guarantees": summary, "runs": [c.to_dict() for c in cells]}
+    runs = []
+    for c in cells:
+        d = c.to_dict()
+        # the link that survives moving the whole reports tree (a CI artifact downloaded elsewhere)
+        d["run_dir_rel"] = os.path.relpath(c.run_dir, out_dir) if c.run_dir else None
+        runs.append(d)
+    cert: dict[str, Any] = {
+        "strategy": strategy, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "valid": valid,
+        "exit_code": merged_exit(cells), "params": plan.params, "time_limit": plan.time_limit,
+        "guarantees": summary, "runs": runs, "matrix": matrix}
+    partial = plan.shard is not None
+    if plan.shard is not None:
+        i, n = plan.shard
+        cert["partial"] = {"shard": i, "of": n, "cells": plan.selected()}
     store.write_json(out_dir / "certificate.json", cert)
     titles = {g[0]: g[1] for g in GUARANTEES}
-    body = [f'<!-- cachecert-certificate --><div class="banner v-{H.verdict_class(valid)}" id="verdict" '
+    what = f"partial certificate, shard {plan.shard[0]}/{plan.shard[1]}: {len(cells)} of " \
+        f"{len(matrix['cells'])} runs" if plan.shard else f"certification over {len(cells)} runs"
+    body = [f'<!-- cachecert-certificate{"-partial" if partial else ""} -->'
+            f'<div class="banner v-{H.verdict_class(valid)}" id="verdict" '
             f'data-verdict="{H.verdict_class(valid)}">{esc(strategy)}: {word(valid)}'
-            f'<small>certification over {len(cells)} runs · {esc(cert["created"])}</small></div><main>',
-            f"<h1>Certificate: {esc(strategy)}</h1>"]
+            f'<small>{esc(what)} · {esc(cert["created"])}</small></div><main>',
+            f"<h1>{'Partial certificate' if partial else 'Certificate'}: {esc(strategy)}</h1>"]
+    if plan.shard:
+        body.append(f'<p class="note" id="partial">Shard {plan.shard[0]} of {plan.shard[1]} of matrix '
+                    f'<code>{esc(matrix["fingerprint"])}</code>: the verdicts below cover this shard\'s '
+                    f'runs only. <code>cachecert certify merge</code> with every shard\'s directory writes '
+                    f'the full certificate.</p>')
     if plan.params:
         body.append(f"<p>parameters: <code>{esc(json.dumps(plan.params))}</code></p>")
     body.append('<h2>Guarantees</h2><table id="summary"><tr><th>guarantee</th><th>verdict</th>'
@@ -390,8 +494,84 @@ def write_certificate(strategy: str, cells: list[Cell], out_dir: Path, plan: Pla
     body.append('<p class="note">Each cell links to its run\'s report; hover for the evidence. '
                 '– = the guarantee is not checked by that workload.</p></main>')
     idx = out_dir / "index.html"
-    idx.write_text(H.page(f"certificate {strategy}", "".join(body)), encoding="utf-8")
+    idx.write_text(H.page(f"{'partial ' if partial else ''}certificate {strategy}", "".join(body)),
+                   encoding="utf-8")
     return idx
+
+
+def _read_partial(where: Path) -> tuple[Path, dict[str, Any]]:
+    """A shard's directory (or its certificate.json) and its certificate; UsageError if it is not one."""
+    f = where / "certificate.json" if where.is_dir() else where
+    try:
+        cert = store.read_json(f)
+    except FileNotFoundError:
+        raise UsageError(f"{where}: no certificate.json (not a certificate directory)") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{f}: unreadable certificate ({e})") from None
+    if not isinstance(cert, dict) or not isinstance(cert.get("partial"), dict) \
+            or not isinstance(cert.get("matrix"), dict):
+        raise UsageError(f"{f}: not a partial certificate (written by `certify --shard I/N`)")
+    p = cert["partial"]
+    if not all(isinstance(p.get(k), int) for k in ("shard", "of")) or not 1 <= p["shard"] <= p["of"]:
+        raise UsageError(f"{f}: bad shard {p.get('shard')!r}/{p.get('of')!r}")
+    return f.parent, cert
+
+
+def merge_certificates(dirs: list[Path]) -> tuple[str, list[Cell], Plan, dict[str, Any]]:
+    """The full certificate's content from every shard's partial one: (strategy, cells in the
+    unsharded order, a plan carrying the recorded options, the matrix). Refuses (UsageError, one
+    line) shards of different matrices, a shard given twice, a missing shard, or a shard whose runs
+    are not its slice. Run directories are found relative to each shard's certificate."""
+    if not dirs:
+        raise UsageError("certify merge needs the shards' certificate directories")
+    parts = [_read_partial(Path(d)) for d in dirs]
+    first_dir, first = parts[0]
+    fp, n = first["matrix"].get("fingerprint"), first["partial"].get("of")
+    seen: dict[int, Path] = {}
+    for d, cert in parts:
+        m, p = cert["matrix"], cert["partial"]
+        if m.get("fingerprint") != fp or cert.get("strategy") != first.get("strategy"):
+            raise UsageError(f"shards of different matrices: {first_dir} (matrix {fp}) and {d} "
+                             f"(matrix {m.get('fingerprint')}); certify every shard with the same options")
+        if p.get("of") != n:
+            raise UsageError(f"shards of different splits: {first_dir} is of {n}, {d} of {p.get('of')}")
+        if fingerprint(m.get("cells") or [], m.get("options") or {}) != fp:
+            raise UsageError(f"{d}: its matrix does not match its fingerprint {fp} (edited certificate?)")
+        i = p.get("shard")
+        if i in seen:
+            raise UsageError(f"duplicate shard {i}/{n}: {seen[i]} and {d}")
+        seen[i] = d
+    missing = [f"{i}/{n}" for i in range(1, n + 1) if i not in seen]
+    if missing:
+        raise UsageError(f"missing shard{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    matrix = first["matrix"]
+    order = [tuple(c) for c in matrix["cells"]]
+    placed: dict[int, Cell] = {}
+    for d, cert in parts:
+        i = cert["partial"]["shard"]
+        want = shard_indices(len(order), (i, n))
+        runs = cert.get("runs") or []
+        if cert["partial"].get("cells") != want or len(runs) != len(want):
+            raise UsageError(f"{d}: shard {i}/{n} should hold cells {want} of the matrix, "
+                             f"holds {cert['partial'].get('cells')} with {len(runs)} runs")
+        for k, r in zip(want, runs, strict=True):
+            cell = Cell.from_dict(r)
+            if (cell.strategy, cell.workload, cell.plan) != order[k]:
+                raise UsageError(f"{d}: run {cell.strategy}/{cell.workload}/{cell.plan} is not cell {k} "
+                                 f"of the matrix ({'/'.join(order[k])})")
+            rel = r.get("run_dir_rel")
+            if rel and (d / rel).exists():
+                cell.run_dir = os.path.normpath(d / rel)
+            placed[k] = cell
+    opts = matrix.get("options") or {}
+    strategies = list(dict.fromkeys(s for s, _, _ in order))
+    pairs = list(dict.fromkeys((w, p) for _, w, p in order))
+    plan = Plan(strategies, pairs, time_limit=opts.get("time_limit"), concurrency=opts.get("concurrency"),
+                nodes=opts.get("nodes"), seed=opts.get("seed"), params=opts.get("params") or {},
+                quiesce=opts.get("quiesce"),
+                apps={k: {f: v for f, v in a.items() if f in ("app", "app_file")}
+                      for k, a in (opts.get("apps") or {}).items()})
+    return str(first.get("strategy")), [placed[k] for k in range(len(order))], plan, matrix
 
 
 def _matrix(cells: list[Cell], out_dir: Path, key: Callable[[Cell], str], col: Callable[[Cell], str],

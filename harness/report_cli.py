@@ -117,25 +117,68 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from core.verdict import UsageError
     from harness import certify as C
 
+    if args.strategy == "merge":
+        return cmd_certify_merge(args)
+    if getattr(args, "dirs", None):
+        raise UsageError(f"certify takes one strategy; unexpected {' '.join(args.dirs)} "
+                         f"(merging shards is `cachecert certify merge DIR...`)")
+    shard = C.parse_shard(args.shard) if getattr(args, "shard", None) else None
     apps = C.app_entry(getattr(args, "app", None), getattr(args, "app_file", None))
     if bool(args.strategy) == bool(apps):
         raise UsageError("certify one strategy, or your service with --app/--app-file")
     plan = C.resolve([args.strategy] if args.strategy else [], _split(args.workloads), _split(args.faults),
                      apps=apps, **_plan_opts(args))
+    plan.shard = shard
     strategy = plan.strategies[0]
-    print(f"certify {strategy}: {len(plan.pairs)} runs: "
-          + ", ".join(f"{w}/{p}" for w, p in plan.pairs), file=sys.stderr)
+    mine = [plan.cells()[k] for k in plan.selected()]
+    head = f"certify {strategy}" + (f" shard {shard[0]}/{shard[1]}: {len(mine)} of {len(plan.cells())} runs"
+                                    if shard else f": {len(mine)} runs")
+    print(f"{head}: " + (", ".join(f"{w}/{p}" for _, w, p in mine) or "none"), file=sys.stderr)
     cells = C.execute(plan, log=lambda m: print(m, file=sys.stderr))
-    out_dir = _out_dir(args, "certify", strategy)
+    out_dir = _certificate_dir(args, strategy)
     idx = C.write_certificate(strategy, cells, out_dir, plan)
-    store.link_latest(out_dir)
     _junit(args, cells)
-    summary = C.guarantee_summary(cells)
+    _print_summary(C.guarantee_summary(cells))
+    print(f"{'partial certificate' if shard else 'certificate'}: {idx}")
+    # an empty shard (more shards than cells) ran nothing and found nothing: it is no failure
+    return C.merged_exit(cells) if cells else Exit.VALID
+
+
+def cmd_certify_merge(args: argparse.Namespace) -> int:
+    """`certify merge DIR... [--out DIR]`: the unsharded run's certificate from every shard's partial one."""
+    from core.verdict import UsageError
+    from harness import certify as C
+
+    given = [k for k in ("workloads", "faults", "time_limit", "concurrency", "nodes", "seed", "quiesce", "app",
+                         "app_file", "shard") if getattr(args, k, None) is not None] + (["param"] if args.param
+                                                                                      else [])
+    if given:
+        raise UsageError(f"certify merge takes the shards' directories (and --out, --reports, --junit), "
+                         f"not --{given[0].replace('_', '-')}: the shards recorded their options")
+    strategy, cells, plan, matrix = C.merge_certificates([Path(d) for d in args.dirs or []])
+    out_dir = _certificate_dir(args, strategy)
+    idx = C.write_certificate(strategy, cells, out_dir, plan, matrix=matrix)
+    _junit(args, cells)
+    _print_summary(C.guarantee_summary(cells))
+    print(f"certificate: {idx}  (merged {len(args.dirs)} shards, matrix {matrix['fingerprint']})")
+    return C.merged_exit(cells)
+
+
+def _certificate_dir(args: argparse.Namespace, strategy: str) -> Path:
+    """--out DIR (a CI job's fixed place), else a new reports/certify/<strategy>/<timestamp> + latest."""
+    if getattr(args, "out", None):
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    out = _out_dir(args, "certify", strategy)
+    store.link_latest(out)
+    return out
+
+
+def _print_summary(summary: dict[str, dict[str, Any]]) -> None:
     for gid, s in summary.items():
         under = f" under {', '.join(s['violated_under'])}" if s["violated_under"] else ""
         print(f"  {gid:<18} {s['verdict']}{under}", file=sys.stderr)
-    print(f"certificate: {idx}")
-    return C.merged_exit(cells)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -232,11 +275,20 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
     ls.add_argument("--json", action="store_true")
     handlers["ls"] = cmd_ls
 
-    ce = sub.add_parser("certify", help="run a strategy through its workloads x fault plans; write a certificate")
-    ce.add_argument("strategy", nargs="?", help="a strategy name, or none with --app/--app-file")
+    ce = sub.add_parser("certify", help="run a strategy through its workloads x fault plans; write a certificate",
+                        description="cachecert certify STRATEGY [--shard I/N] ... | cachecert certify merge "
+                                    "DIR... [--out DIR]: merge shards' partial certificates into the full one")
+    ce.add_argument("strategy", nargs="?", help="a strategy name, or none with --app/--app-file; "
+                                                "or `merge` followed by the shards' certificate directories")
+    ce.add_argument("dirs", nargs="*", metavar="DIR", help=argparse.SUPPRESS)
     ce.add_argument("--workloads", "-w", nargs="+", metavar="WORKLOAD",
                     help="workloads to run (default: every workload that serves the strategy)")
     _add_matrix_options(ce)
+    ce.add_argument("--shard", metavar="I/N",
+                    help="run only the I-th of N deterministic slices of the matrix (cells with index %% N "
+                         "== I-1) and write a partial certificate for `certify merge`")
+    ce.add_argument("--out", metavar="DIR",
+                    help="write the certificate here (default: reports/certify/<strategy>/<timestamp>)")
     handlers["certify"] = cmd_certify
 
     co = sub.add_parser("compare", help="run several strategies on one workload, side by side")
