@@ -118,6 +118,15 @@ class AppNodeClient:
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         """One exchange on this thread's keep-alive connection; transport failures are Indeterminate."""
         conn = self._conn()
+        if conn.sock is None:  # a refused connect never reached the node: the op certainly did not happen
+            try:
+                conn.connect()
+            except ConnectionRefusedError:
+                self._drop()
+                raise DefiniteFailure(f"{self.node_id}: connection refused (the node is not running)") from None
+            except OSError as e:
+                self._drop()
+                raise Indeterminate(f"{self.node_id}: {type(e).__name__}: {e}") from None
         try:
             status, data, keep = conn.exchange(method, path, body)
             if not keep:
@@ -225,11 +234,15 @@ class Http1:
             self.sock.close()
             self.sock = None
 
+    def connect(self) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
     def exchange(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes, bool]:
         if self.sock is None:
-            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.buf = b""
+            self.connect()
+        assert self.sock is not None
         head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
         if body is not None:
             head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
