@@ -119,3 +119,29 @@ def test_go_reference_service_herd_counted_on_the_db_side(cluster: Cluster, tmp_
         assert db["loads_per_event"]["max"] == 1
     else:
         assert db["loads_per_event"]["max"] >= 4 and "PostgreSQL logged" in db["anomalies"][0]["explanation"]
+
+
+SCHEMA = [  # (Java mapping file, the verdict strategies/schema.py's design of the same name gives)
+    ("app-schema-plain.toml", False),  # user:ID: the v2 build serves what the v1 build cached, in the old format
+    ("app-schema-versioned.toml", True),  # user:v{schema}:ID: the v2 build never reads a v1 entry
+]
+
+
+@pytest.mark.parametrize("app_file, valid", SCHEMA, ids=["plain", "versioned"])
+def test_java_schema_migration_rolling_deploy(cluster: Cluster, tmp_path: Path, java_cache: Path, app_file: str,
+                                              valid: bool) -> None:
+    """A rolling v1 -> v2 deploy of the Java users service (APP_MODE=users, SCHEMA_BUILD=1 then 2) across
+    the schema-migration's ALTER TABLE, as `serve-node schema-plain|schema-versioned -p build=1/2` is in
+    tests/test_app_nodes.py: same workload, same seed, same verdicts."""
+    res = _run(cluster, tmp_path, "schema-migration", app_file=str(java_cache / app_file), nodes=2, seed=3,
+               time_limit=8.0)
+    _verified(res)
+    migrate = next(p for p in res["faults"] if "migrate" in p["fault"])["observed"]
+    assert "rolling deploy of 2 node(s) to the next build" in migrate, migrate
+    assert res["app"]["protocol_errors"] == 0 and not res["app"]["exits"], res["app"]
+    r = res["checkers"]["schema"]
+    assert r["deploy_s"] is not None, r  # the v2 build answered reads: its verdict is not vacuous
+    assert r["valid"] is valid, r.get("anomalies", [])[:2]
+    if not valid:  # v2 code served an object the v1 code cached, without phone, address, updated_at
+        assert "cached in the old format" in r["anomalies"][0]["explanation"], r["anomalies"][0]
+        assert r["critical_missing"] > 0

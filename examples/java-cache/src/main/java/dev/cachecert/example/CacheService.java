@@ -41,6 +41,9 @@ import redis.clients.jedis.exceptions.JedisException;
  *
  * 409 and 422 mean the write certainly did not happen; 503 means it may have. A write that
  * committed but whose invalidation failed did happen: 200, with {@code "invalidate_error"}.
+ *
+ * <p>{@code APP_MODE=users} starts the other service in this jar instead: {@link UserService}, a user
+ * profile cache for a rolling v1 -> v2 deploy across a schema migration ({@code SCHEMA_BUILD=1|2}).
  */
 public final class CacheService {
     private static final Logger log = LoggerFactory.getLogger(CacheService.class);
@@ -66,7 +69,7 @@ public final class CacheService {
 
         /** Each Redis/PG/Kafka call gives up after this: CALL_TIMEOUT_MS, else cachecert's
          *  CACHECERT_OP_TIMEOUT (seconds; its own op timeout x 0.8), else 1.5 s. */
-        private static int callTimeoutMs(Map<String, String> env) {
+        static int callTimeoutMs(Map<String, String> env) {
             if (env.containsKey("CALL_TIMEOUT_MS")) {
                 return Integer.parseInt(env.get("CALL_TIMEOUT_MS"));
             }
@@ -74,7 +77,7 @@ public final class CacheService {
             return op == null ? 1500 : (int) Math.round(Double.parseDouble(op) * 1000);
         }
 
-        private static String required(Map<String, String> env, String name) {
+        static String required(Map<String, String> env, String name) {
             String v = env.get(name);
             if (v == null || v.isBlank()) {
                 throw new IllegalArgumentException(name + " is not set");
@@ -220,15 +223,32 @@ public final class CacheService {
 
     // -- wiring ----------------------------------------------------------------------------------
     public static void main(String[] args) throws IOException {
+        Map<String, String> env = System.getenv();
+        String mode = env.getOrDefault("APP_MODE", "items");
         Config cfg;
+        UserService.Config users = null;
         try {
-            cfg = Config.fromEnv(System.getenv());
-        } catch (IllegalArgumentException e) {
+            if (mode.equals("users")) { // schema-migration: UserService
+                users = UserService.Config.fromEnv(env, Integer.parseInt(Config.required(env, "PORT")),
+                        Integer.parseInt(env.getOrDefault("CACHECERT_NODE", "0")),
+                        URI.create(Config.required(env, "REDIS_URL")), URI.create(Config.required(env, "DATABASE_URL")),
+                        Config.callTimeoutMs(env));
+                cfg = null;
+            } else if (mode.equals("items")) {
+                cfg = Config.fromEnv(env);
+            } else {
+                throw new IllegalArgumentException("APP_MODE must be items or users, got " + mode);
+            }
+        } catch (IllegalArgumentException e) { // NumberFormatException too
             System.err.println("java-cache: " + e.getMessage());
             System.exit(2);
             return;
         }
-        String nodeId = System.getenv().getOrDefault("CACHECERT_NODE_ID", "node" + cfg.node());
+        if (users != null) {
+            UserService.serve(users, env.getOrDefault("CACHECERT_NODE_ID", "node" + users.node()));
+            return;
+        }
+        String nodeId = env.getOrDefault("CACHECERT_NODE_ID", "node" + cfg.node());
 
         HostAndPort redisAddress = new HostAndPort(cfg.redisUrl().getHost(), cfg.redisUrl().getPort());
         String db = cfg.redisUrl().getPath() == null ? "" : cfg.redisUrl().getPath().replace("/", "");
