@@ -31,6 +31,8 @@ class NodePool:
         self.down = [False] * n
         self.crashes = [0] * n
         self._lock = threading.Lock()
+        self._booting: dict[int, threading.Thread] = {}
+        self.boot_errors: list[str] = []  # restarts that failed (the node stayed down)
         for i in range(n) if only is None else only:
             self._boot(i)
 
@@ -61,18 +63,30 @@ class NodePool:
         threading.Thread(target=close_quietly, args=(inst, env), daemon=True).start()
 
     def restart(self, i: int) -> None:
+        """Rebuild a crashed node in the background: a redeployed process takes its time (a Kafka
+        consumer joins its group), and the nemesis must not wait for it — the next fault is due.
+        Calls fail fast (NodeDown) until it is up; ``restart_all`` waits for every boot."""
         with self._lock:
-            if not self.down[i]:
+            if not self.down[i] or (i in self._booting and self._booting[i].is_alive()):
                 return
+            t = self._booting[i] = threading.Thread(target=self._reboot, args=(i,), name=f"boot-node{i}", daemon=True)
+            t.start()
+
+    def _reboot(self, i: int) -> None:
+        try:
             self._boot(i)
+        except Exception as e:  # noqa: BLE001 - the node stays down; the run says so
+            self.boot_errors.append(f"node {i}: {type(e).__name__}: {e}")
+            return
+        with self._lock:
             self.down[i] = False
 
     def restart_all(self) -> None:
+        """Heal: start every downed node and wait until each boot is over (30 s at most each)."""
         for i in range(len(self)):
-            try:
-                self.restart(i)
-            except Exception:  # noqa: BLE001 - heal the others; the caller logs the state
-                pass
+            self.restart(i)
+        for t in list(self._booting.values()):
+            t.join(30)
 
     def close(self) -> None:
         for inst, env in zip(self.instances, self.envs, strict=True):

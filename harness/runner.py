@@ -694,6 +694,11 @@ class Run:
         if self.error or interrupted:
             out["unknown_reasons"].insert(0, "interrupted" if interrupted else f"run aborted: {self.error}")
         self._judge_app(out)
+        boot_errors = [] if isinstance(self.nodes, AppPool) else getattr(self.nodes, "boot_errors", [])
+        if boot_errors:  # a node that never came back: its final reads judge the harness, not the strategy
+            out["unknown_reasons"].insert(0, f"node did not restart: {boot_errors[0]}")
+            if out["valid"] is not False:
+                out["valid"] = "unknown"
         if self.child_deaths:  # its nodes' final reads are missing: no convergence verdict can stand
             out["unknown_reasons"].insert(0, self.child_deaths[0])
             if out["valid"] is not False:
