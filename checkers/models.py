@@ -2,8 +2,9 @@
 
 Why this module exists: the search (Wing & Gong / Lowe) is the same for every kind of object; only
 the object's sequential behaviour differs. As in Porcupine, a model is a small interface and the
-search is generic over it; the four built-in models are instances, and a user's own model is loaded
-by import path (``--model mypkg.models:Counter``).
+search is generic over it; the built-in models (register, cas-register, multi-register, mutex, kv,
+kv-single) are instances, and a user's own model is loaded by import path
+(``--model mypkg.models:Counter``).
 
 A model (the ``Model`` protocol):
 
@@ -357,7 +358,128 @@ class MultiRegister(BaseModel):
         return "{" + ", ".join(f"{r}: {vtext(v)}" for r, v in state) + "}"
 
 
-BUILTIN: dict[str, type[BaseModel]] = {m.name: m for m in (Register, CasRegister, MultiRegister, Mutex)}
+class Kv(BaseModel):
+    """A key-value store of strings, Porcupine's kv shape: ``get`` (returns the key's string),
+    ``put`` (sets it), ``append`` (concatenates to it); a missing key holds "" (a get of nil reads
+    as ""). Partitioned by key: each key is its own object, checked on its own. ``initial``: one
+    string for every key, or a dict {key: string}.
+
+    ``get`` and ``put`` run as the search's inlined register read and write; ``append`` calls
+    ``step`` (its result depends on the state)."""
+
+    name = "kv"
+    object_name = "the store"
+    FS = ("get", "put", "append")
+
+    def init(self, initial: Any, ops: list[Op]) -> Hashable:
+        key = ops[0].key if ops else None
+        return self._initial(initial, key)
+
+    @staticmethod
+    def _initial(initial: Any, key: Any) -> str:
+        if isinstance(initial, dict):
+            v = initial.get(key, initial.get(str(key), ""))
+        else:
+            v = initial
+        if v is None:
+            return ""
+        if not isinstance(v, str):
+            raise ValueError(f"kv model: initial values are strings, got {v!r}")
+        return v
+
+    def prepare(self, ops: list[Op]) -> tuple[list[Op], int]:
+        """Drop ``fail`` ops and gets that did not complete ok (they constrain nothing); a put or an
+        append that may have taken effect is kept."""
+        kept: list[Op] = []
+        for op in ops:
+            if op.f not in self.FS:
+                raise ValueError(f"{self.name} model: unknown f {op.f!r} (op {op.index}); expected get, put "
+                                 "or append")
+            if op.type == "fail" or (op.f == "get" and op.type != "ok"):
+                continue
+            if op.value is not None and not isinstance(op.value, str):
+                raise ValueError(f"{self.name} model: values are strings, got {op.value!r} (op {op.index})")
+            if op.f != "get" and op.value is None:
+                raise ValueError(f"{self.name} model: {op.f} needs a string value (op {op.index})")
+            kept.append(op)
+        return kept, len(ops) - len(kept)
+
+    def inline(self, op: Op) -> tuple[int, Any, Any] | None:
+        if op.f == "get":
+            return READ, op.value or "", None
+        if op.f == "put":
+            return WRITE, op.value, None
+        return None
+
+    def step(self, state: Any, op: Op) -> tuple[bool, Any]:
+        if op.f == "get":
+            return state == (op.value or ""), state
+        if op.f == "put":
+            return True, op.value
+        if op.f == "append":
+            return True, state + op.value
+        raise ValueError(f"{self.name} model: unknown f {op.f!r} (op {op.index})")
+
+    def roles(self, op: Op) -> tuple[bool, bool]:
+        return op.f == "get", op.f != "get"
+
+    def describe_op(self, op: Op, key: Any) -> str:
+        k = "" if key is None else f" {key}"
+        if op.f == "get":
+            what = f"got{k} = {vtext(op.value or '')}"
+        elif op.f == "put":
+            what = f"put{k} = {vtext(op.value)}"
+        else:
+            what = f"appended {vtext(op.value)} to{k or ' the key'}"
+        return f"{Who(op)} {what}"
+
+
+class KvSingle(Kv):
+    """The kv model as one object over every key (no partitioning): the state is the whole store,
+    ((key, string), ...) in key order, keys at "" left out. For a history whose keys are not
+    independent, or to compare with the partitioned check: every op can be ordered against every
+    other, so the search is much larger (exponential in the concurrency over all keys, not per key),
+    and a big history ends unknown at the time limit rather than hanging."""
+
+    name = "kv-single"
+
+    def init(self, initial: Any, ops: list[Op]) -> Hashable:
+        keys = {op.key for op in ops} | (set(initial) if isinstance(initial, dict) else set())
+        store = {k: self._initial(initial, k) for k in keys}
+        return tuple(sorted(((k, v) for k, v in store.items() if v), key=lambda kv: str(kv[0])))
+
+    def partition(self, ops: list[Op]) -> dict[Any, list[Op]]:
+        return {None: list(ops)} if ops else {}
+
+    def inline(self, op: Op) -> None:
+        return None
+
+    def step(self, state: Any, op: Op) -> tuple[bool, Any]:
+        store = dict(state)
+        cur = store.get(op.key, "")
+        if op.f == "get":
+            return cur == (op.value or ""), state
+        if op.f == "put":
+            new = op.value
+        elif op.f == "append":
+            new = cur + op.value
+        else:
+            raise ValueError(f"{self.name} model: unknown f {op.f!r} (op {op.index})")
+        if new:
+            store[op.key] = new
+        else:
+            store.pop(op.key, None)
+        return True, tuple(sorted(store.items(), key=lambda kv: str(kv[0])))
+
+    def describe_op(self, op: Op, key: Any) -> str:
+        return super().describe_op(op, op.key)
+
+    def describe_state(self, state: Any) -> str:
+        return "{" + ", ".join(f"{k}: {vtext(v)}" for k, v in state) + "}"
+
+
+BUILTIN: dict[str, type[BaseModel]] = {m.name: m for m in (Register, CasRegister, MultiRegister, Mutex,
+                                                          Kv, KvSingle)}
 
 
 def resolve(spec: str | Any, *, nil_reads_any: bool = False) -> BaseModel:
