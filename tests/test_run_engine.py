@@ -110,9 +110,17 @@ def test_bad_config_is_one_clear_error(kw: dict, msg: str) -> None:
     assert msg in str(e.value) and "\n" not in str(e.value)
 
 
+def _terminal_signals() -> None:
+    """The CLI as started from a terminal: a job started in the background (`cmd &` without job
+    control, as some CI runners and scripts do) inherits SIGINT ignored, and Ctrl-C tests would
+    then test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_terminal_signals, **kw)
 
 
 def test_cli_bad_input_exit_code() -> None:

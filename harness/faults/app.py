@@ -59,6 +59,10 @@ class AppNodeFault(BaseFault):
         if self.kind == "pause-node":
             pid = ctx.nodes.pid(i)
             state = _proc_state(pid) if pid else None
+            deadline = time.monotonic() + 2.0  # a stop signal is delivered when the kernel next runs the process
+            while pid and state != "T" and time.monotonic() < deadline and not (ctx.window and ctx.window.over()):
+                time.sleep(0.01)
+                state = _proc_state(pid)
             if state != "T":
                 return False, f"node{i}'s process state is {state or 'gone'}, not stopped (T)"
             t0 = time.monotonic()
