@@ -7,13 +7,24 @@ the worst case, so it works hard to stay fast:
 * P-compositionality: each key is an independent object, checked on its own; keys are checked
   *interleaved* (a slice of search steps each, round robin) and the check stops at the first key
   that cannot be linearized, so one hard key cannot hide a quick failure elsewhere.
-* A cache of (linearized-set bitset, model state) pairs already explored (Lowe's memoisation).
+* A cache of (linearized-set bitset, model state) pairs already explored (Lowe's memoisation),
+  kept as one set of bitsets per state.
 * Sound pruning only: ``fail`` ops never happened and are dropped; reads whose outcome is unknown
   (``info``/pending reads, and for Jepsen histories ok reads of nil) constrain nothing and are
   dropped; indeterminate writes/cas whose new value no read or cas ever observes are dropped (had
-  one taken effect, its value would have to be overwritten unseen); among *identical* indeterminate ops (same f and value, completion unknown), only the
-  order of invocation is tried — the earlier-invoked one can take the place of any later one.
-  (Not done, because it is unsound: skipping a state because a seen one applied fewer timed-out ops.)
+  one taken effect, its value would have to be overwritten unseen); among *identical*
+  indeterminate ops (same f and value, completion unknown), only the order of invocation is
+  tried — the earlier-invoked one can take the place of any later one.
+* A cheap loop (issue 17): the same steps in the same order as the textbook formulation, so the
+  same verdicts, explanations and step counts, at less cost per step (see ``_search``; measured
+  against a copy of the previous loop by ``benchmarks/linearizable_bench.py``, and compared with
+  it result for result by ``tests/checkers/test_search_equivalence.py``).
+* Not done: skipping a configuration because a *finished* one with the same state and the same ok
+  ops applied fewer timed-out ops. That is sound, and it keeps every explanation (the extra ops
+  have no return, so they change neither where the walk stops nor the states there); but tried in
+  issue 17, its bookkeeping on every backtrack cost more than the steps it saved on etcd-shaped
+  histories. (Skipping against a configuration still on the stack would change the order in which
+  states are found, hence the explanation.)
 
 Indeterminate ops (``info``, or never completed) have no return event: they may be linearized at any
 point after their invocation, or never; the search succeeds once every ``ok`` op is linearized.
@@ -21,8 +32,10 @@ point after their invocation, or never; the search succeeds once every ``ok`` op
 Models (``checkers.models``): the search is generic over a model — init, step(state, op) -> (ok,
 new state), partition, describe — as in Porcupine. Built in: ``register`` (read/write),
 ``cas-register`` (+ cas [old, new]), ``multi-register`` (``txn`` of [f, register, value]
-micro-ops), ``mutex`` (acquire/release); a user's own by import path (``mypkg.models:Counter``).
-Register reads, writes and cas run inlined in the search loop; other ops call the model's step. On
+micro-ops), ``mutex`` (acquire/release), ``kv`` (get/put/append of strings, per key) and
+``kv-single`` (the same, one object over every key); a user's own by import path
+(``mypkg.models:Counter``). Register reads, writes and cas (and kv get/put) run inlined in the
+search loop; other ops call the model's step. On
 failure the result names the op that cannot be linearized, the longest linearizable prefix found,
 and the states the object could be in at that point, in words.
 """
@@ -31,12 +44,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from itertools import compress
+from operator import attrgetter
 from typing import Any
 
 from checkers import models
 from checkers.models import BaseModel
 from core.ops import INF, NOTHING_TO_JUDGE, Op, hashable, nothing_to_judge, pair, secs, vtext
 
+SUBCAP = 8
 MODELS = tuple(models.BUILTIN)
 
 # op kinds in the search loop: the model's inlined register steps, or a call of its step
@@ -64,13 +80,10 @@ def _compile(ops: list[Op], model: BaseModel, initial: Any) -> _Spec:
     register step when the model offers one, else as a call of its ``step``."""
     s = _Spec(model.step, model.init(initial, ops))
     kept, s.dropped = model.prepare(ops)
-    for op in kept:
-        inlined = model.inline(op)
-        k, a, b = inlined if inlined is not None else (K_GEN, None, None)
-        s.ops.append(op)
-        s.kind.append(k)
-        s.a.append(a)
-        s.b.append(b)
+    steps = [x if x is not None else (K_GEN, None, None) for x in map(model.inline, kept)]
+    s.ops = kept
+    if steps:
+        s.kind, s.a, s.b = (list(x) for x in zip(*steps, strict=True))
     return s
 
 
@@ -87,59 +100,45 @@ class _Result:
         self.error: str | None = None
 
 
-class _Events:
-    """The ops' call and return events, in real-time order, as a doubly linked list (node 0 the
-    head, ``tail`` the end; an indeterminate op has a call and no return)."""
-
-    __slots__ = ("nxt", "prv", "is_ret", "opid", "match", "tail")
-
-    def __init__(self, ops: list[Op], by_time: bool) -> None:
-        # (time or history position, is_return, op id). At equal times a call sorts before a
-        # return: ops that touch are concurrent, never ordered on a guess.
-        ev: list[tuple[float, int, int]] = []
-        for i, op in enumerate(ops):
-            if by_time:
-                ev.append((op.t0, 0, i))
-                if op.type == "ok":
-                    ev.append((op.t1, 1, i))
-            else:
-                ev.append((op.index, 0, i))
-                if op.type == "ok":
-                    ev.append((op.cindex if op.cindex is not None else op.t1, 1, i))
-        ev.sort()
-        m = len(ev)
-        self.tail = m + 1
-        self.nxt = list(range(1, m + 2)) + [0]
-        self.prv = [0] + list(range(0, m + 1))
-        self.is_ret = [False] * (m + 2)
-        self.is_ret[self.tail] = True
-        self.opid = [0] * (m + 2)
-        self.match = [0] * (m + 2)  # a call's return node (0: none)
-        callnode = [0] * len(ops)
-        for node, (_, r, i) in enumerate(ev, start=1):
-            self.opid[node] = i
-            if r:
-                self.is_ret[node] = True
-                self.match[callnode[i]] = node
-            else:
-                callnode[i] = node
+def _event_order(ops: list[Op], ok_ids: list[int], by_time: bool) -> list[int]:
+    """The ops' call and return events in real-time order, each as ``op id * 2 + is_return`` (only
+    the ``ok_ids`` ops have a return: an indeterminate op has a call and no return): by time
+    (``time_ns``) or by history position. At equal times a call sorts before a return (ops that
+    touch are concurrent, never ordered on a guess), then the lower op id first. Distinct times sort
+    as they are; with ties, integer times are packed with the tie-breakers into one int per event,
+    so the sort compares ints, not tuples."""
+    n = len(ops)
+    if by_time:
+        t0 = list(map(_T0, ops))
+        t1 = [ops[i].t1 for i in ok_ids]
+    else:
+        t0 = list(map(_INDEX, ops))
+        t1 = [ops[i].cindex if ops[i].cindex is not None else ops[i].t1 for i in ok_ids]
+    events = [*range(0, 2 * n, 2), *[2 * i + 1 for i in ok_ids]]
+    at = dict(zip(t0 + t1, events, strict=True))
+    if len(at) == len(events):  # all times distinct (always so for history positions): no ties
+        return list(map(at.__getitem__, sorted(at)))
+    if set(map(type, t0)) | set(map(type, t1)) <= {int}:
+        n2 = 2 * n
+        packed = [t * n2 + i for i, t in enumerate(t0)]
+        packed += [(t * 2 + 1) * n + i for t, i in zip(t1, ok_ids, strict=True)]
+    else:
+        packed = [(t, 0, i) for i, t in enumerate(t0)] + [(t, 1, i) for t, i in zip(t1, ok_ids, strict=True)]
+    return list(map(events.__getitem__, sorted(range(len(packed)), key=packed.__getitem__)))
 
 
-def _identical_predecessors(s: _Spec, ev: _Events, is_ok: list[bool]) -> list[int]:
-    """For each indeterminate op, the last one invoked before it that is identical (same key, f and
-    value), or -1: identical ops are linearized in invocation order only."""
-    pred = [-1] * len(s.ops)
-    last_of: dict[Any, int] = {}
-    for node in range(1, ev.tail):
-        i = ev.opid[node]
-        if ev.is_ret[node] or is_ok[i]:
-            continue
-        op = s.ops[i]
-        ek = (op.f, op.key, s.kind[i], s.a[i], s.b[i], hashable(op.value) if s.kind[i] == K_GEN else None)
-        if ek in last_of:
-            pred[i] = last_of[ek]
-        last_of[ek] = i
-    return pred
+_T0, _INDEX, _TYPE = attrgetter("t0"), attrgetter("index"), attrgetter("type")
+
+
+# node codes in the search loop. In a state's own code list: a return (or the list's tail), a call
+# that cannot take effect in this state, a read that can, a write or cas that can, a call of the
+# model's step. In the generic list (any state): a read or a cas whose compared value must be
+# checked. BLOCKED is added to an indeterminate op's code when an identical op was invoked before
+# it: identical ops are linearized in invocation order only, so it waits for that one.
+_RET, _SKIP, _READ_OK, _SET, _GEN, _READ, _CAS, _BLOCKED = 0, 1, 2, 3, 4, 5, 6, 8
+_CODE = {K_READ: _READ, K_WRITE: _SET, K_CAS: _CAS, K_GEN: _GEN}  # by op kind
+_PER_STATE_CELLS = 4_000_000  # per-state code lists while states x nodes stays below this
+_CONVERT_COST = 2  # ... built after this many steps per list entry to build (see _search)
 
 
 def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = True) -> Iterator[None]:
@@ -152,102 +151,230 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
     an unexplored (linearized set, state)) is linearized — its call and return are lifted out of
     the list and the search starts again from the head; a return reached first means the op it
     ends must have taken effect before now: backtrack, undoing the last linearized op.
+
+    The loop takes the same steps in the same order as the plain formulation (the same verdicts,
+    explanations and step counts) with less work per step: every per-op fact it reads is a flat
+    list indexed by list node; the cache of explored configurations is one set of linearized-op
+    bitsets per state (no (bitset, state) tuple built per step, and ints are not tracked by the
+    garbage collector); and a search that outlives its first slice gives each state of the model
+    (when they are few: a cas-register over a handful of values) its own code list that already
+    says which reads and cas ops cannot take effect in it, so passing one is a single list read.
     """
     ops = s.ops
-    ev = _Events(ops, by_time)
-    nxt, prv, is_ret, opid, match, tail = ev.nxt, ev.prv, ev.is_ret, ev.opid, ev.match, ev.tail
-    bit = [1 << i for i in range(len(ops))]
-    is_ok = [op.type == "ok" for op in ops]
-    remaining = sum(is_ok)
-    pred = _identical_predecessors(s, ev, is_ok)
+    n = len(ops)
+    is_ok = [t == "ok" for t in map(_TYPE, ops)]
+    ok_ids = list(compress(range(n), is_ok))
+    remaining = len(ok_ids)
+    if remaining == 0:
+        res.valid = True
+        return
+    order = _event_order(ops, ok_ids, by_time)
+    m = len(order)
+    tail = m + 1
+    size = m + 2
     kind, A, B, step = s.kind, s.a, s.b, s.step
+    # per op, with one more slot (n) for a return node: the op's code in the generic list, its bit in
+    # the linearized set, the value a read or cas compares the state with, the state a write or cas
+    # leaves and that state's entry in ``per`` (per state: [its code list, the bitsets of the
+    # configurations explored in it]; every state starts with the generic code list)
     state = s.init
+    generic: list[int] = []               # the code list for a state without one of its own
+    per: dict[Any, list[Any]] = {state: [generic, set()]}
+    code_op = [*map(_CODE.__getitem__, kind), _RET]
+    bits = [1 << i for i in range(n + 1)]
+    bits[n] = 0
+    cmp_op = [None if k == K_WRITE else a for k, a in zip(kind, A, strict=True)]
+    cmp_op.append(None)
+    after_op = [a if k == K_WRITE else b for k, a, b in zip(kind, A, B, strict=True)]
+    after_op.append(None)
+    for k, v in zip(kind, after_op, strict=False):
+        if (k == K_WRITE or k == K_CAS) and v not in per:
+            per[v] = [generic, set()]
+    tgt_op = [per[v] if k == K_WRITE or k == K_CAS else None for k, v in zip(kind, after_op, strict=False)]
+    tgt_op.append(None)
+    # per node (node 0 the head, ``tail`` the end): the same, read by the hot loop without going
+    # through the op id
+    opid = [0, *[e >> 1 for e in order], 0]
+    slot = [n, *[n if e & 1 else e >> 1 for e in order], n]    # a call's op id, n for a return or an end
+    generic += map(code_op.__getitem__, slot)
+    bitn = list(map(bits.__getitem__, slot))
+    cmpn = list(map(cmp_op.__getitem__, slot))
+    aftn = list(map(after_op.__getitem__, slot))
+    tgtn = list(map(tgt_op.__getitem__, slot))
+    nxt = [*range(1, m + 2), 0]
+    prv = [0, *range(0, m + 1)]
+    node_of = [0] * (2 * n)               # event (op id * 2 + is_return) -> node
+    for node, e in enumerate(order, start=1):
+        node_of[e] = node
+    match = [0] * size                    # a call's return node (0: none, indeterminate)
+    for i in ok_ids:
+        match[node_of[2 * i]] = node_of[2 * i + 1]
+    blk = [0] * size                      # a blocked op's identical predecessor's call node
+    last_of: dict[Any, int] = {}          # the last indeterminate op of each kind, by call node
+    if remaining < len(ops):
+        for node in sorted([node_of[2 * i] for i, ok in enumerate(is_ok) if not ok]):
+            i = opid[node]
+            op = ops[i]
+            k = kind[i]
+            ek = (op.f, op.key, k, A[i], B[i], hashable(op.value) if k == K_GEN else None)
+            p = last_of.get(ek)
+            if p is not None:
+                generic[node] += _BLOCKED
+                blk[node] = p
+            last_of[ek] = node
+    done = bytearray(size)                # call nodes linearized now (node 0, no predecessor: always)
+    done[0] = 1
+    codes, cur = per[state]
     lin = 0
-    cache: set[tuple[int, Any]] = set()
-    stack: list[tuple[int, Any]] = []
+    stack: list[Any] = []                 # call node, state before it; flat
+    push, pop = stack.append, stack.pop
     best_node = -1
     best_states: list[Any] = []
-    steps = 0
-    budget = slice_steps
+    best_path: list[int] = []             # the stack's call nodes when best_node was first reached
+    # Steps and yields as the plain loop counted them: it yields before its step k * slice_steps
+    # (after k * slice_steps - 1 steps), so keys interleave, and end with the same step counts,
+    # exactly as before. The loop runs in chunks between those points, cut short once at
+    # ``convert_at`` steps to give each state its own code list: when building them (states x nodes
+    # entries) costs about what they will save if the search goes on as long again.
+    taken = 0
+    next_yield = slice_steps - 1
+    convert_at = _CONVERT_COST * len(per) * size if len(per) * size <= _PER_STATE_CELLS else -1
+    own_codes = convert_at >= 0
+    chunk_end = min(next_yield, convert_at) if own_codes else next_yield
     entry = nxt[0]
+    RET, SKIP, READ_OK, SET, READ, CAS, BLOCKED = _RET, _SKIP, _READ_OK, _SET, _READ, _CAS, _BLOCKED
     while True:
-        if remaining == 0:
-            res.valid = True
-            break
-        budget -= 1
-        if budget <= 0:
-            steps += slice_steps
-            res.steps = steps
-            budget = slice_steps
-            yield
-        if not is_ret[entry]:
-            i = opid[entry]
-            p = pred[i]
-            if p >= 0 and not (lin >> p) & 1:
+        for taken in range(taken + 1, chunk_end + 1):  # noqa: B007, B020 - the steps taken, read after
+            k = codes[entry]
+            if k == SKIP:
                 entry = nxt[entry]
                 continue
-            k = kind[i]
-            if k == K_READ:
-                ns = state if state == A[i] else ILLEGAL
-            elif k == K_WRITE:
-                ns = A[i]
-            elif k == K_CAS:
-                ns = B[i] if state == A[i] else ILLEGAL
-            else:
-                ok, ns = step(state, ops[i])
-                if not ok:
-                    ns = ILLEGAL
-            if ns is not ILLEGAL:
-                nl = lin | bit[i]
-                ck = (nl, ns)
-                if ck not in cache:
-                    cache.add(ck)
-                    stack.append((entry, state))
-                    state = ns
-                    lin = nl
-                    if is_ok[i]:
-                        remaining -= 1
-                    # lift the call and its return out of the list
-                    pe, ne = prv[entry], nxt[entry]
-                    nxt[pe] = ne
-                    prv[ne] = pe
-                    r = match[entry]
-                    if r:
-                        pe, ne = prv[r], nxt[r]
-                        nxt[pe] = ne
-                        prv[ne] = pe
-                    entry = nxt[0]
+            if k >= BLOCKED:
+                if not done[blk[entry]]:
+                    entry = nxt[entry]
                     continue
-            entry = nxt[entry]
-        else:
-            if entry != tail:  # the furthest any linearization got, and the states it left
-                if entry > best_node:
-                    best_node = entry
-                    best_states = [state]
-                    res.prefix = [ops[opid[e]].index for e, _ in stack]
-                elif entry == best_node and len(best_states) < 16 and state not in best_states:
-                    best_states.append(state)
-            if not stack:
-                res.valid = False
-                break
-            # undo the last linearized op: put its call and return back
-            entry, state = stack.pop()
-            i = opid[entry]
-            lin ^= bit[i]
-            if is_ok[i]:
-                remaining += 1
+                k -= BLOCKED
+            if k == SET:  # a write, or a cas that can take effect in this state
+                t = tgtn[entry]
+                c = t[1]
+                nl = lin | bitn[entry]
+                if nl in c:
+                    entry = nxt[entry]
+                    continue
+                c.add(nl)
+                push(entry)
+                push(state)
+                state = aftn[entry]
+                codes, cur = t
+            elif k == RET:
+                if entry != tail:  # the furthest any linearization got, and the states it left
+                    if entry > best_node:
+                        best_node = entry
+                        best_states = [state]
+                        best_path = stack[::2]
+                    elif entry == best_node and len(best_states) < 16 and state not in best_states:
+                        best_states.append(state)
+                if not stack:
+                    res.valid = False
+                    break
+                # undo the last linearized op: put its call and return back
+                state = pop()
+                entry = pop()
+                codes, cur = per[state]
+                done[entry] = 0
+                lin ^= bitn[entry]
+                r = match[entry]
+                if r:
+                    remaining += 1
+                    nxt[prv[r]] = r
+                    prv[nxt[r]] = r
+                nxt[prv[entry]] = entry
+                prv[nxt[entry]] = entry
+                entry = nxt[entry]
+                continue
+            elif k == READ_OK:  # a read that can take effect in this state: the state stays
+                nl = lin | bitn[entry]
+                if nl in cur:
+                    entry = nxt[entry]
+                    continue
+                cur.add(nl)
+                push(entry)
+                push(state)
+            else:  # the generic list's read and cas, and the model's step
+                if k == READ:
+                    if state != cmpn[entry]:
+                        entry = nxt[entry]
+                        continue
+                    t = None
+                elif k == CAS:
+                    if state != cmpn[entry]:
+                        entry = nxt[entry]
+                        continue
+                    t = tgtn[entry]
+                    ns = aftn[entry]
+                else:
+                    ok, ns = step(state, ops[opid[entry]])
+                    if not ok:
+                        entry = nxt[entry]
+                        continue
+                    t = per.get(ns)
+                    if t is None:
+                        t = per[ns] = [generic, set()]
+                c = cur if t is None else t[1]
+                nl = lin | bitn[entry]
+                if nl in c:
+                    entry = nxt[entry]
+                    continue
+                c.add(nl)
+                push(entry)
+                push(state)
+                if t is not None:
+                    state = ns
+                    codes, cur = t
+            lin = nl
+            done[entry] = 1
+            # lift the call and its return out of the list
+            pe, ne = prv[entry], nxt[entry]
+            nxt[pe] = ne
+            prv[ne] = pe
             r = match[entry]
             if r:
-                nxt[prv[r]] = r
-                prv[nxt[r]] = r
-            nxt[prv[entry]] = entry
-            prv[nxt[entry]] = entry
-            entry = nxt[entry]
-    res.steps = steps + (slice_steps - budget)
-    res.cache_size = len(cache)
+                pe, ne = prv[r], nxt[r]
+                nxt[pe] = ne
+                prv[ne] = pe
+                remaining -= 1
+                if remaining == 0:
+                    res.valid = True
+                    break
+            entry = nxt[0]
+        else:
+            taken = chunk_end
+            if own_codes and taken >= convert_at:  # a long search: each state its own code list, once
+                own_codes = False
+                if len(per) * size <= _PER_STATE_CELLS:
+                    for v, rec in per.items():
+                        rec[0] = _state_codes(generic, cmpn, v)
+                    codes = per[state][0]
+            if taken == next_yield:
+                res.steps = taken + 1
+                yield
+                next_yield += slice_steps
+            chunk_end = min(next_yield, convert_at) if own_codes else next_yield
+            continue
+        break
+    res.steps = taken
+    res.cache_size = sum(len(c) for _, c in per.values())
+    res.prefix = [ops[opid[e]].index for e in best_path]
     if res.valid is False and best_node > 0:
         res.culprit = opid[best_node]
         res.states = best_states
+
+
+def _state_codes(generic: list[int], cmpv: list[Any], state: Any) -> list[int]:
+    """One state's code list: its reads and cas ops resolved against it (one that cannot take effect
+    is a plain skip, blocked or not; one that can is READ -> READ_OK, CAS -> SET, blocked or not)."""
+    return [k if k & 7 < _READ else _SKIP if state != c else k - (_READ - _READ_OK)
+            for k, c in zip(generic, cmpv, strict=True)]
 
 
 # -- was anything judged? --------------------------------------------------------------------------
@@ -340,14 +467,15 @@ def _compile_partitions(ops: list[Op], model: BaseModel,
     """Each partition (key) compiled for the search; and the ops the model ignores, counted by f."""
     specs: dict[Any, _Spec] = {}
     ignored: dict[str, int] = {}
+    ignores = model.ignores
     for key, kops in model.partition(ops).items():
-        kept = []
-        for o in kops:
-            if model.ignores(o):
-                ignored[str(o.f)] = ignored.get(str(o.f), 0) + 1
-            else:
-                kept.append(o)
-        specs[key] = _compile(kept, model, initial)
+        flags = list(map(ignores, kops))
+        if any(flags):
+            for o, ign in zip(kops, flags, strict=True):
+                if ign:
+                    ignored[str(o.f)] = ignored.get(str(o.f), 0) + 1
+            kops = [o for o, ign in zip(kops, flags, strict=True) if not ign]
+        specs[key] = _compile(kops, model, initial)
     return specs, ignored
 
 

@@ -42,6 +42,7 @@ from core.ops import Op, Who, hashable, vtext
 # compare-and-set from a to b
 READ, WRITE, CAS = 0, 1, 2
 NOT_A_WRITE = object()
+_COMPOUND = (list, dict)  # values ``hashable`` changes; any other is its own hashable form
 
 
 @runtime_checkable
@@ -181,9 +182,12 @@ class Register(BaseModel):
         linearization keeps every other op legal ("it never happened" is always allowed)."""
         observed = set()  # values some op could observe: read results and cas preconditions
         for op in ops:
-            if op.f == "read" and op.type == "ok":
-                observed.add(hashable(op.value))
-            elif op.f == "cas" and op.type != "fail" and isinstance(op.value, (list, tuple)) and op.value:
+            f = op.f
+            if f == "read":
+                if op.type == "ok":
+                    v = op.value
+                    observed.add(hashable(v) if isinstance(v, _COMPOUND) else v)
+            elif f == "cas" and op.type != "fail" and isinstance(op.value, (list, tuple)) and op.value:
                 observed.add(hashable(op.value[0]))
         kept: list[Op] = []
         for op in ops:
@@ -206,11 +210,12 @@ class Register(BaseModel):
         return kept, len(ops) - len(kept)
 
     def inline(self, op: Op) -> tuple[int, Any, Any]:
+        v = op.value
         if op.f == "read":
-            return READ, hashable(op.value), None
+            return READ, hashable(v) if isinstance(v, _COMPOUND) else v, None
         if op.f == "write":
-            return WRITE, hashable(op.value), None
-        return CAS, hashable(op.value[0]), hashable(op.value[1])
+            return WRITE, hashable(v) if isinstance(v, _COMPOUND) else v, None
+        return CAS, hashable(v[0]), hashable(v[1])
 
     def step(self, state: Any, op: Op) -> tuple[bool, Any]:
         if op.f == "read":
