@@ -386,7 +386,7 @@ def main() -> int:
         a.seeds, a.repeats = "0", 1
     if a.no_gc:
         gc.disable()
-    print(f"gc {'off' if a.no_gc else 'on'} (check() called directly, as corpus.check_case does)")
+    print("gc off (as run_checkers runs checkers)" if a.no_gc else "gc on (check() called directly, as corpus.check_case does)")
     if not a.no_corpus:
         cases = corpus_cases()
         if cases:
