@@ -47,8 +47,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     if same:
         raise UsageError(f"cluster {same[0]['id']!r} is already running; run `cachecert down` first "
                          "or pick another --name")
+    from harness.topology import TopologyError, resolve
+
+    try:
+        topology = resolve(None, args.topology, services)
+    except TopologyError as e:
+        raise UsageError(str(e)) from None
     cluster = Cluster(services=services, name=args.name or "default", detached=not args.foreground,
-                      port_base=args.port_base, backend=args.backend)
+                      port_base=args.port_base, backend=args.backend, topology=topology)
     with graceful_signals():
         if args.foreground:  # Ctrl-C must stop it even if we were started with SIGINT ignored
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -133,6 +139,7 @@ def build_parser(extensions: bool = True) -> tuple[argparse.ArgumentParser, dict
     up.add_argument("--name", help="cluster name (default: 'default')")
     up.add_argument("--port-base", type=int, help="use fixed ports from here instead of free ones")
     up.add_argument("--backend", default="local", choices=("local", "docker"))
+    up.add_argument("--topology", metavar="WORDS", help="e.g. redis=sentinel,postgres=replica,kafka=3")
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the cluster")
     up.add_argument("--json", action="store_true")
     handlers["up"] = cmd_up

@@ -30,6 +30,7 @@ from harness import paths, reaper
 from harness.services import Service, ServiceError
 from harness.services.base import alive, free_port, port_in_use, proc_start_time, reap_pidfile
 from harness.services.local import KafkaService, PostgresService, RedisService, ToxiproxyService
+from harness.topology import Topology, TopologyError
 from harness.toxiproxy import Toxiproxy
 
 ALL_SERVICES = ("redis", "postgres", "kafka")
@@ -58,12 +59,17 @@ class Cluster:
     state: Path | None = None
     backend: str = "local"  # "local" processes or "docker" containers (harness/services/docker.py)
     images: dict[str, str] = field(default_factory=dict)  # docker: per-service image overrides
+    topology: Topology = field(default_factory=Topology)  # replicas, sentinels, brokers (harness/topology.py)
     id: str = field(init=False)
     dir: Path = field(init=False)
     svc: dict[str, Service] = field(init=False, default_factory=dict)
     proxies: dict[str, int] = field(init=False, default_factory=dict)
+    upstream: dict[str, str] = field(init=False, default_factory=dict)  # proxy -> the server it forwards to
+    links: set[str] = field(init=False, default_factory=set)  # replication-link proxies (not client endpoints)
+    after: dict[str, str] = field(init=False, default_factory=dict)  # server -> the server healthy before it starts
     toxiproxy_service: ToxiproxyService | None = field(init=False, default=None)
     timings: dict[str, float] = field(init=False, default_factory=dict)
+    _given: int = field(init=False, default=0)  # fixed ports handed out from port_base
     _claimed: bool = field(init=False, default=False)  # this object owns self.dir (may remove it)
     _reaper: reaper.Handle | None = field(init=False, default=None, repr=False)
 
@@ -77,19 +83,35 @@ class Cluster:
         self.dir = clusters_dir(self.state) / self.id
 
     # -- ports ------------------------------------------------------------------------------
-    def _ports(self, n: int) -> list[int]:
+    def port(self) -> int:
+        """The next port: a free one, or with ``port_base`` the next fixed one (refused if taken)."""
         if self.port_base is None:
-            ports: list[int] = []
-            while len(ports) < n:
-                p = free_port()
-                if p not in ports:
-                    ports.append(p)
-            return ports
-        ports = list(range(self.port_base, self.port_base + n))
-        for p in ports:
-            if port_in_use(p):
-                raise ClusterError(f"port {p} on 127.0.0.1 is already in use (ports {ports[0]}-{ports[-1]} needed)")
-        return ports
+            return free_port()
+        p = self.port_base + self._given
+        self._given += 1
+        if port_in_use(p):
+            raise ClusterError(f"port {p} on 127.0.0.1 is already in use (ports from {self.port_base} needed)")
+        return p
+
+    # -- building (harness/services/*: each topology family adds its servers and links) ---------
+    def add(self, svc: Service, proxy: bool = True, after: str | None = None) -> int | None:
+        """Add a server under its name, with a client proxy of the same name (its listen port is
+        returned) unless ``proxy`` is False; ``after``: a server that must be healthy first."""
+        self.svc[svc.name] = svc
+        if after:
+            self.after[svc.name] = after
+        return self.add_link(svc.name, svc.name, link=False) if proxy else None
+
+    def add_link(self, name: str, service: str, link: bool = True) -> int:
+        """A proxy ``name`` to server ``service``, created before any server starts (a replica can
+        connect through it from its first second); returns its listen port. ``link``: a
+        replication link (not offered to clients as an endpoint)."""
+        port = self.port()
+        self.proxies[name] = port
+        self.upstream[name] = service
+        if link:
+            self.links.add(name)
+        return port
 
     # -- lifecycle --------------------------------------------------------------------------
     def up(self) -> Cluster:
@@ -129,61 +151,91 @@ class Cluster:
             os.close(fd)  # releases the lock
 
     def _up(self) -> None:
-        # ports: toxiproxy api, per service (direct, proxy), kafka internal + controller
-        ports = iter(self._ports(1 + 2 * len(self.services) + (2 if "kafka" in self.services else 0)))
-        self.toxiproxy_service = ToxiproxyService(self.dir, next(ports))
-        direct: dict[str, int] = {}
+        self.toxiproxy_service = ToxiproxyService(self.dir, self.port())
         for s in self.services:
-            direct[s], self.proxies[s] = next(ports), next(ports)
             if s == "redis":
-                self.svc[s] = RedisService(self.dir, direct[s], persistence=self.redis_persistence)
+                self.add(RedisService(self.dir, self.port(), persistence=self.redis_persistence))
             elif s == "postgres":
-                self.svc[s] = PostgresService(self.dir, direct[s])
+                self.add(PostgresService(self.dir, self.port()))
             elif s == "kafka":
-                k = KafkaService(self.dir, direct[s], next(ports), next(ports))
-                k.advertised_port = self.proxies[s]
-                self.svc[s] = k
+                k = KafkaService(self.dir, self.port(), self.port(), self.port())
+                k.advertised_port = self.add(k) or k.port
+        self._expand()
         if self.backend == "docker":
             self._containerize()
-        everything = [self.toxiproxy_service, *self.svc.values()]
-        for svc in everything:  # a missing binary or jar fails here, before anything is spawned
+        servers = list(self.svc.values())
+        for svc in [self.toxiproxy_service, *servers]:  # a missing binary or jar fails here, before anything is spawned
             svc.command()
         self._write_record()
         self._reaper = reaper.spawn(self.dir, self.id, self.backend)  # before anything can leak
+        t = time.monotonic()
+        self.toxiproxy_service.start()  # first (~0.1 s): every proxy exists before any server starts
+        self.timings["toxiproxy"] = time.monotonic() - t
+        tp = self.toxiproxy
+        for name, port in self.proxies.items():
+            tp.create_proxy(name, f"127.0.0.1:{port}", self.svc[self.upstream[name]].endpoint)
+        self._start_all(servers)
+        self._write_record()
+
+    def _expand(self) -> None:
+        """Add the replicas, sentinels and brokers the topology asks for (one module per family)."""
+        topo = self.topology
+        try:
+            if "redis" in self.services and topo.redis != "single":
+                from harness.services import redis_ha
+
+                redis_ha.expand(self, topo)
+            if "postgres" in self.services and topo.postgres != "single":
+                from harness.services import pg_replica
+
+                pg_replica.expand(self, topo)
+            if "kafka" in self.services and topo.kafka > 1:
+                from harness.services import kafka_brokers
+
+                kafka_brokers.expand(self, topo)
+        except TopologyError as e:
+            raise ClusterError(str(e)) from None
+
+    def _start_all(self, servers: list[Service]) -> None:
+        """Start every server in parallel (start-up is dominated by JVMs and basebackups), each one
+        named in ``after`` once that one is healthy; the first failure cancels the rest."""
         errors: list[BaseException] = []
         cancel = threading.Event()
+        healthy = {svc.name: threading.Event() for svc in servers}
 
         def start(svc: Service) -> None:
             t = time.monotonic()
             try:
+                dep = self.after.get(svc.name)
+                if dep is not None:
+                    while not healthy[dep].wait(0.05):
+                        if cancel.is_set():
+                            raise ServiceError(f"{svc.name}: start cancelled")
                 svc.start()
                 self.timings[svc.name] = time.monotonic() - t
+                healthy[svc.name].set()
             except BaseException as e:  # noqa: BLE001 - reported below, first one wins
                 errors.append(e)
                 cancel.set()  # no point waiting for the others (Kafka takes seconds)
 
-        threads = [threading.Thread(target=start, args=(s,), daemon=True) for s in everything]
-        for svc in everything:
-            svc.cancel = cancel
-        for t in threads:
-            t.start()
+        threads = [threading.Thread(target=start, args=(s,), daemon=True) for s in servers]
+        for svc in servers:
+            svc.cancel = cancel  # type: ignore[attr-defined]
+        for th in threads:
+            th.start()
         try:
-            for t in threads:
-                t.join()
+            for th in threads:
+                th.join()
         except BaseException:
             # Ctrl-C / SIGTERM while services start: make every start thread stop spawning and
             # waiting, and wait for them, so the teardown that follows sees every process.
             cancel.set()
-            for t in threads:
-                t.join()
+            for th in threads:
+                th.join()
             raise
         if errors:
             real = [e for e in errors if "start cancelled" not in str(e)]
             raise (real or errors)[0]
-        tp = self.toxiproxy
-        for s, port in self.proxies.items():
-            tp.create_proxy(s, f"127.0.0.1:{port}", self.svc[s].endpoint)
-        self._write_record()
 
     def _containerize(self) -> None:
         """Docker backend: keep each service's definition, run its process in a container."""
@@ -256,8 +308,8 @@ class Cluster:
 
     @property
     def endpoints(self) -> dict[str, str]:
-        """The proxy address of each service: what every client must use."""
-        return {s: f"127.0.0.1:{p}" for s, p in self.proxies.items()}
+        """The proxy address of each server: what every client must use (replication links excepted)."""
+        return {s: f"127.0.0.1:{p}" for s, p in self.proxies.items() if s not in self.links}
 
     @property
     def direct(self) -> dict[str, str]:
@@ -279,6 +331,7 @@ class Cluster:
             port = free_port()
             self.toxiproxy.create_proxy(name, f"127.0.0.1:{port}", target.endpoint)
             self.proxies[name] = port
+            self.upstream[name] = service
         return f"127.0.0.1:{port}"
 
     def service(self, name: str) -> Service:
@@ -306,7 +359,7 @@ class Cluster:
         return {
             "id": self.id, "dir": str(self.dir), "backend": self.backend, "owner_pid": os.getpid(),
             "owner_start": proc_start_time(os.getpid()), "detached": self.detached,
-            "toxiproxy": tp.endpoint if tp else None,
+            "toxiproxy": tp.endpoint if tp else None, "topology": self.topology.text(),
             "endpoints": self.endpoints, "direct": self.direct,
             "logs": {k: str(v) for k, v in self.logs().items()},
         }

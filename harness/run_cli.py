@@ -47,6 +47,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="re-read every key for up to S s after heal until the caches agree with the DB "
                         "(default: the strategy's TTL + 0.5 s, at most 10 s)")
     p.add_argument("--backend", default="local", help="local (default) or docker")
+    p.add_argument("--topology", metavar="WORDS",
+                   help="servers beyond one of each, e.g. redis=sentinel,postgres=replica,kafka=3,min_isr=2 "
+                        "(default: the workload's)")
     p.add_argument("--docker-image", action="append", type=_param, default=[], metavar="SERVICE=IMAGE",
                    help="docker backend: image for a service (default: the local stand-in image)")
     p.add_argument("--checker", action="append", dest="checkers", help="checkers to run (repeatable)")
@@ -67,6 +70,7 @@ def config_from_args(args: argparse.Namespace, workload: str) -> Any:
         checkers=args.checkers,
         reports=args.reports, command=["cachecert", *sys.argv[1:]], app=getattr(args, "app", None),
         app_file=getattr(args, "app_file", None), procs=getattr(args, "procs", 1),
+        topology=getattr(args, "topology", None),
     )
 
 

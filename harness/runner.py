@@ -38,6 +38,8 @@ from harness.lifecycle import Interrupts
 from harness.nemesis import Nemesis
 from harness.nodes import NodeDown, NodePool
 from harness.procs import PART, Child, ChildNodes, merge
+from harness.topology import Topology, TopologyError
+from harness.topology import resolve as resolve_topology
 from strategies.base import DefiniteFailure, Env, ParamError
 from workloads.base import Direct, Workload
 
@@ -79,6 +81,7 @@ class RunConfig:
     app: str | None = None  # the user's service as app nodes: its start command (--app)
     app_file: str | None = None  # ... or its app file (--app-file): command, env, next build, op mapping
     procs: int = 1  # worker processes (harness/procs.py); 1: the workers are threads of this process
+    topology: str | None = None  # --topology words on top of the workload's (harness/topology.py)
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Prepared:
     generator: Generator
     services: tuple[str, ...]
     app: AppSpec | None = None  # app nodes instead of in-process strategy instances
+    topology: Topology = field(default_factory=Topology)
 
 
 def prepare(cfg: RunConfig) -> Prepared:
@@ -134,7 +138,12 @@ def prepare(cfg: RunConfig) -> Prepared:
         raise ConfigError(str(e)) from None
     services = tuple(s for s in ALL_SERVICES if s in wl.services)
     try:
-        schedule = resolve_faults(cfg, wl, services)
+        topo = resolve_topology(wl.topology, cfg.topology, services)
+    except TopologyError as e:
+        raise ConfigError(str(e)) from None
+    cfg.topology = topo.text()
+    try:
+        schedule = resolve_faults(cfg, wl, topo.names(services))
     except FaultError as e:
         raise ConfigError(str(e)) from None
     try:
@@ -143,7 +152,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         raise ConfigError(str(e)) from None
     _refuse_toothless_plan(cfg, wl, cls, name, schedule)
     _refuse_in_parent_faults(cfg, schedule, app is not None)
-    return Prepared(cfg, wl, cls, name, schedule, gen, services, app)
+    return Prepared(cfg, wl, cls, name, schedule, gen, services, app, topo)
 
 
 def _check_procs(cfg: RunConfig, app: bool) -> None:
@@ -264,6 +273,8 @@ class Run:
         self.p = p
         self.render = render  # False: no report.html (searches run many short runs; render the ones kept)
         self.cfg = p.config
+        if cluster is not None and getattr(cluster, "topology", Topology()) != p.topology:
+            cluster = None  # a shared cluster of another topology (certify): this run starts its own
         self.own_cluster = cluster is None
         self.cluster = cluster
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -582,7 +593,7 @@ class Run:
         assert cfg.time_limit is not None and cfg.concurrency is not None and cfg.quiesce is not None
         if self.cluster is None:
             self.cluster = Cluster(services=self.p.services, name=f"run-{self.dir.name}-{id(self) % 10000}",
-                                   backend=cfg.backend, images=dict(cfg.images))
+                                   backend=cfg.backend, images=dict(cfg.images), topology=self.p.topology)
             self.cluster.up()
             log.info("cluster up in %.2f s: %s", self.cluster.timings.get("total", 0), self.cluster.endpoints)
         else:

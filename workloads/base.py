@@ -110,6 +110,7 @@ class Workload:
     app_checkers: tuple[str, ...] = ()  # the checkers of a black-box run, when not ``checkers``
     app_db_reads: bool = False  # record the DB's own log of reads for a black-box run (harness/dbreads.py)
     services: tuple[str, ...] = ("redis", "postgres")
+    topology: str = ""  # the servers it needs beyond one of each, e.g. "postgres=replica" (harness/topology.py)
     keys: int = 8
     mix: dict[str, float] = field(default_factory=lambda: {"read": 0.75, "write": 0.25})
     key_dist: str = "uniform"

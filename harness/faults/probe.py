@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 
 from harness.faults.base import FaultWindow
+from harness.topology import protocol
 
 _KAFKA_API_VERSIONS = struct.pack(">hhih", 18, 0, 1, 9) + b"cachecert"  # api 18 v0, correlation 1, client id
 REQUESTS: dict[str, bytes] = {
@@ -60,8 +61,9 @@ class Probe:
 
 
 def base_service(target: str) -> str:
-    """The protocol a proxy speaks: ``redis.bus3`` (one node's link) speaks redis."""
-    return target.partition(".")[0]
+    """The protocol a proxy or server speaks: ``redis.bus3`` (one node's link), ``redis-2`` and
+    ``sentinel-1`` speak redis, ``postgres.replica`` postgres (harness/topology.py)."""
+    return protocol(target)
 
 
 class Pinger:

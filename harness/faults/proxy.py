@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from harness.faults.base import BaseFault, FaultContext, FaultError, Kind, Param, RunContext
-from harness.faults.probe import HOLD_MIN_MS, base_service, expect_silence, held_ms, roundtrip, sample_pairs
+from harness.faults.probe import HOLD_MIN_MS, expect_silence, held_ms, roundtrip, sample_pairs
 from harness.services.base import free_port
 from harness.toxiproxy import TOXIC_TYPES, ToxiproxyError
 
@@ -228,7 +228,8 @@ def baseline_proxy(ctx: FaultContext, target: str) -> Iterator[tuple[int, str]]:
         port = free_port()
         tp.create_proxy(name, f"127.0.0.1:{port}", upstream)
     except (ToxiproxyError, KeyError, OSError):
-        name, port = None, int(ctx.cluster.direct[base_service(target)].rpartition(":")[2])
+        server = getattr(ctx.cluster, "upstream", {}).get(target, target.partition(".")[0])
+        name, port = None, int(ctx.cluster.direct[server].rpartition(":")[2])
     try:
         yield port, "a toxic-free proxy" if name else "the server directly"
     finally:
