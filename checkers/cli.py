@@ -30,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workload", "-w", help="judge as a run of this workload (its checkers and options)")
     p.add_argument("--format", choices=("jsonl", "jepsen-edn"), help="history format (default: by extension)")
     p.add_argument("--model", metavar="MODEL",
-                   help="linearizability model: register, cas-register, multi-register, mutex, or a model "
+                   help=f"linearizability model: {', '.join(models.BUILTIN)}, or a model "
                         "of your own as module.path:Name (default: register for ours, guessed from the ops "
-                        "for EDN)")
+                        "for EDN; with -c linearizable for a history of another workload)")
     p.add_argument("--initial", help="initial value, JSON or EDN (e.g. 0, nil, '{:x 0 :y 0}'); default nil")
     p.add_argument("--opt", action="append", default=[], metavar="CHECKER.KEY=VALUE",
                    help="a checker option, value as JSON (e.g. staleness.bound_ms=100); repeatable")
