@@ -63,13 +63,21 @@ class Env:
         return self._pg
 
     def kafka_conf(self) -> dict[str, Any]:
-        return {"bootstrap.servers": self.endpoints["kafka"], "socket.timeout.ms": int(self.timeout * 1000),
-                "log_level": 0}
+        """Client settings bootstrapping from every broker's client proxy (``kafka``, ``kafka-2``, ...:
+        a run with several brokers still starts when the first one is down)."""
+        return {"bootstrap.servers": ",".join(kafka_brokers(self.endpoints)),
+                "socket.timeout.ms": int(self.timeout * 1000), "log_level": 0}
 
     def close(self) -> None:
         if self._pg is not None:
             self._pg.close()
             self._pg = None
+
+
+def kafka_brokers(endpoints: dict[str, str]) -> list[str]:
+    """The Kafka client endpoints among ``endpoints``, first broker first (``kafka``, ``kafka-2``, ...)."""
+    names = [n for n in endpoints if n == "kafka" or (n.startswith("kafka-") and n[6:].isdigit())]
+    return [endpoints[n] for n in sorted(names, key=lambda n: 1 if n == "kafka" else int(n[6:]))]
 
 
 @runtime_checkable

@@ -141,16 +141,28 @@ class KafkaService(ProcessService):
     cds = True
     _cds_dump: Path | None = None
 
-    def __init__(self, cluster_dir: Path, port: int, internal_port: int, controller_port: int) -> None:
+    def __init__(self, cluster_dir: Path, port: int, internal_port: int, controller_port: int,
+                 name: str = "kafka", node_id: int = 1) -> None:
+        self.name = name  # kafka, kafka-2, ... (harness/services/kafka_brokers.py)
         super().__init__(cluster_dir, port)
         self.internal_port = internal_port
         self.controller_port = controller_port
         self.advertised_port = port  # set to the proxy's listen port by the cluster
         self.config = self.dir / "server.properties"
+        # one broker of several (set by harness/services/kafka_brokers.py): its node id, every
+        # voter of the controller quorum, the shared cluster id, the replication defaults, and
+        # the port the INTERNAL listener is advertised as (its replication-link proxy)
+        self.node_id = node_id
+        self.voters = f"{node_id}@127.0.0.1:{controller_port}"
+        self.cluster_id: str | None = None  # None: a fresh one
+        self.replication = 1
+        self.min_isr = 1
+        self.internal_advertised_port = internal_port
+        self.xmx = "512m"
 
     def _java(self, main: str, *args: str) -> list[str]:
         libs = paths.kafka_libs()
-        return [paths.java(), "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+        return [paths.java(), "-Xms128m", f"-Xmx{self.xmx}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                 "-Xshare:auto", "-Djava.awt.headless=true",
                 f"-Dlog4j.configuration=file:{self.dir / 'log4j.properties'}",
                 "-cp", f"{libs}/*", main, *args]
@@ -159,21 +171,22 @@ class KafkaService(ProcessService):
         logs = self.dir / "data"
         self.config.write_text("\n".join([
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"node.id={self.node_id}",
+            f"controller.quorum.voters={self.voters}",
             f"listeners=INTERNAL://127.0.0.1:{self.internal_port},CLIENT://127.0.0.1:{self.port},"
             f"CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=INTERNAL://127.0.0.1:{self.internal_port},"
+            f"advertised.listeners=INTERNAL://127.0.0.1:{self.internal_advertised_port},"
             f"CLIENT://127.0.0.1:{self.advertised_port}",
             "listener.security.protocol.map=INTERNAL:PLAINTEXT,CLIENT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name=INTERNAL",
             "controller.listener.names=CONTROLLER",
             f"log.dirs={logs}",
             "num.partitions=1",
-            "offsets.topic.replication.factor=1",
+            f"offsets.topic.replication.factor={self.replication}",
             "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
+            f"transaction.state.log.replication.factor={self.replication}",
+            f"transaction.state.log.min.isr={self.min_isr}",
+            *self._replicated(),
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=true",
             "log.retention.check.interval.ms=600000",
@@ -197,13 +210,16 @@ class KafkaService(ProcessService):
         shutil.copytree(tpl, logs)
         # fresh ids per cluster, as a format would give (the bootstrap checkpoint holds neither)
         meta = logs / "meta.properties"
-        lines = [f"cluster.id={_kafka_uuid()}" if ln.startswith("cluster.id=") else
-                 f"directory.id={_kafka_uuid()}" if ln.startswith("directory.id=") else ln
+        # (several brokers: one cluster id for all, each its own node.id; the checkpoint holds only
+        # the metadata version, the static quorum lives in controller.quorum.voters)
+        lines = [f"cluster.id={self.cluster_id or _kafka_uuid()}" if ln.startswith("cluster.id=") else
+                 f"directory.id={_kafka_uuid()}" if ln.startswith("directory.id=") else
+                 f"node.id={self.node_id}" if ln.startswith("node.id=") else ln
                  for ln in meta.read_text().splitlines()]
         meta.write_text("\n".join(lines) + "\n")
 
     def _format(self, config: Path) -> None:
-        res = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", _kafka_uuid(),
+        res = subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", self.cluster_id or _kafka_uuid(),
                                         "-c", str(config), "--ignore-formatted"),
                              capture_output=True, text=True, timeout=60)
         if res.returncode != 0:
@@ -226,7 +242,9 @@ class KafkaService(ProcessService):
         try:
             config = tmp.parent / f"{tmp.name}.properties"
             config.write_text("\n".join(
-                ln if not ln.startswith("log.dirs=") else f"log.dirs={tmp}"
+                f"log.dirs={tmp}" if ln.startswith("log.dirs=") else "node.id=1" if ln.startswith("node.id=") else
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}"
+                if ln.startswith("controller.quorum.voters=") else ln
                 for ln in self.config.read_text().splitlines()) + "\n")
             try:
                 self._format(config)
@@ -292,7 +310,17 @@ class KafkaService(ProcessService):
         admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.internal_port}",
                              "socket.timeout.ms": 1000, "log_level": 0})
         md = admin.list_topics(timeout=1.0)
-        return bool(md.brokers)
+        return self.node_id in md.brokers  # registered (and unfenced) with the controller quorum
+
+    def _replicated(self) -> list[str]:
+        """Settings of one broker of several (none for a single broker): topics replicated to
+        every broker by default, acknowledged by ``min_isr`` of them under acks=all, no unclean
+        leader election, and a dead broker fenced (its partitions led elsewhere) within 3 s."""
+        if self.replication <= 1:
+            return []
+        return [f"default.replication.factor={self.replication}", f"min.insync.replicas={self.min_isr}",
+                "unclean.leader.election.enable=false", "broker.session.timeout.ms=3000",
+                "broker.heartbeat.interval.ms=500"]
 
 
 def _kafka_uuid() -> str:
