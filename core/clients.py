@@ -24,6 +24,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from core.access import lookup
+
 
 def host_port(endpoint: str) -> tuple[str, int]:
     host, _, port = endpoint.rpartition(":")
@@ -33,8 +35,57 @@ def host_port(endpoint: str) -> tuple[str, int]:
 def redis_client(endpoint: str, timeout: float = 2.0, **kw: Any) -> redis.Redis:
     """A Redis client that never retries on its own (the strategy decides) and never blocks forever."""
     host, port = host_port(endpoint)
+    acc = lookup(endpoint)  # a server cachecert did not start: credentials, TLS, the run's namespace
+    if acc is not None:
+        pool = redis.ConnectionPool(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                    retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0,
+                                    **acc.redis_kwargs(), **kw)
+        return redis.Redis(connection_pool=pool)
     return redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
                        retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0, **kw)
+
+
+SENTINEL_SERVICE = "mymaster"
+
+
+def sentinel_master(endpoints: dict[str, str], timeout: float = 2.0, service: str = SENTINEL_SERVICE,
+                    **kw: Any) -> redis.Redis:
+    """A client of whichever node the Sentinels (``sentinel-*`` in ``endpoints``) name as primary,
+    bounded like ``redis_client`` (socket timeouts, no retry of its own). A connection asks the
+    Sentinels at connect time; a connection that stays open keeps talking to the node it reached (as
+    real clients do: that is how a partitioned old primary keeps taking writes), until the node
+    answers READONLY (it was demoted) and the next connect asks again.
+
+    Sentinel hands out each node's cluster-side address (harness/services/redis_ha.py); it is
+    translated to that node's client proxy, learnt once from ``replica-announce-port`` of the redis
+    nodes in ``endpoints``, so a client keeps going through its own proxies."""
+    from redis.sentinel import Sentinel
+
+    translate: dict[tuple[str, int], tuple[str, int]] = {}
+    for name, ep in endpoints.items():
+        if name == "redis" or name.startswith("redis-"):
+            c = redis_client(ep, timeout=timeout)
+            try:
+                announced = c.config_get("replica-announce-port").get("replica-announce-port")
+                if announced and int(announced):
+                    translate[("127.0.0.1", int(announced))] = host_port(ep)
+            except (redis.RedisError, OSError, ValueError):
+                pass  # down now: Sentinel's address for it is used as given (still a proxy)
+            finally:
+                c.close()
+
+    class _Translating(Sentinel):
+        def discover_master(self, service_name: str) -> tuple[str, int]:
+            host, port = super().discover_master(service_name)
+            return translate.get((host, int(port)), (host, int(port)))
+
+    sentinels = [host_port(ep) for name, ep in sorted(endpoints.items()) if name.startswith("sentinel-")]
+    if not sentinels:
+        raise ValueError("no sentinel-* endpoints: this cluster has no Sentinels (topology redis=sentinel)")
+    bound = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    s = _Translating(sentinels, sentinel_kwargs={**bound, "retry": Retry(NoBackoff(), 0)}, **bound)
+    return s.master_for(service, retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0,
+                        **kw)
 
 
 class Watchdog:
@@ -119,8 +170,10 @@ class Pg:
     def _conn(self) -> psycopg.Connection[Any]:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            conn = psycopg.connect(host=self.host, port=self.port, user="postgres", dbname=self.dbname,
-                                   autocommit=True, connect_timeout=max(1, int(self.timeout + 0.999)))
+            acc = lookup(f"{self.host}:{self.port}")  # external: credentials, TLS, search_path = the run's schema
+            where = acc.pg_kwargs(self.host, self.port) if acc is not None else \
+                {"host": self.host, "port": self.port, "user": "postgres", "dbname": self.dbname}
+            conn = psycopg.connect(**where, autocommit=True, connect_timeout=max(1, int(self.timeout + 0.999)))
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)
