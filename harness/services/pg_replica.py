@@ -88,7 +88,8 @@ class PostgresReplica(PostgresService):
         self.data.chmod(0o700)
 
     def healthy(self) -> bool:
-        return self.status() == (True, "streaming")
+        self.seen = self.status()
+        return self.seen == (True, "streaming")
 
     def status(self) -> tuple[Any, Any]:
         """(in recovery?, WAL receiver status) as the replica reports them."""
@@ -101,17 +102,15 @@ class PostgresReplica(PostgresService):
 
     def wait_healthy(self, timeout: float | None = None) -> None:
         """As every service, but a replica that does not catch up is reported in one line: which one,
-        what it reported (not in recovery, no WAL receiver) and its log tail."""
+        what it last reported (in recovery or not, its WAL receiver's status) and its log tail."""
+        self.seen: tuple[Any, Any] | None = None
         try:
             super().wait_healthy(timeout)
         except ServiceError as e:
             if "start cancelled" in str(e):
                 raise
-            try:
-                rec, receiver = self.status()
-                seen = f"in recovery {rec}, WAL receiver {receiver}"
-            except Exception as err:  # noqa: BLE001 - it does not answer at all
-                seen = f"does not answer ({str(err).strip().splitlines()[0] if str(err).strip() else err})"
+            seen = ("it never answered a query" if self.seen is None else
+                    f"last seen in recovery {self.seen[0]}, WAL receiver {self.seen[1] or 'not running'}")
             head = str(e).splitlines()[0].split("; log ")[0]
             raise ServiceError(f"{head} (did not catch up with the primary through {LINK}: {seen}); log "
                                f"{self.log_path}: {one_line(log_tail(self.log_path, 6), 300)}") from None
