@@ -31,6 +31,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from harness.cluster import ALL_SERVICES, Cluster, list_clusters
     from harness.lifecycle import graceful_signals
 
+    if args.services is None:  # external: the cluster file's services
+        from harness.services.external import load_cluster_file
+
+        args.services = ",".join(load_cluster_file(args.cluster).services()) if args.backend == "external" and \
+            args.cluster else "redis,postgres,kafka"
     services = tuple(s.strip() for s in args.services.split(",") if s.strip())
     bad = [s for s in services if s not in ALL_SERVICES]
     if bad or not services:
@@ -54,7 +59,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     except TopologyError as e:
         raise UsageError(str(e)) from None
     cluster = Cluster(services=services, name=args.name or "default", detached=not args.foreground,
-                      port_base=args.port_base, backend=args.backend, topology=topology)
+                      port_base=args.port_base, backend=args.backend, topology=topology, cluster_file=args.cluster)
+    if (args.backend == "external") != bool(args.cluster):
+        raise UsageError("--backend external needs --cluster FILE" if not args.cluster
+                         else "--cluster FILE is for --backend external")
     with graceful_signals():
         if args.foreground:  # Ctrl-C must stop it even if we were started with SIGINT ignored
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -64,6 +72,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             # the log the error message points at) stays until `cachecert down` or the next `up`
             cluster.up()
             started = True
+            if args.backend == "external":  # proxies only: no run works in this process, so no namespace is kept
+                from harness.services.external import teardown
+
+                teardown(cluster)
             info = cluster.describe() | {"startup_s": {k: round(v, 3) for k, v in cluster.timings.items()}}
             if args.json:
                 print(json.dumps(info, indent=2))
@@ -135,10 +147,11 @@ def build_parser(extensions: bool = True) -> tuple[argparse.ArgumentParser, dict
     handlers: dict[str, Handler] = {}
 
     up = sub.add_parser("up", help="start an embedded cluster (Redis, PostgreSQL, Kafka, Toxiproxy)")
-    up.add_argument("--services", default="redis,postgres,kafka")
+    up.add_argument("--services", help="default: redis,postgres,kafka (external: the cluster file's)")
     up.add_argument("--name", help="cluster name (default: 'default')")
     up.add_argument("--port-base", type=int, help="use fixed ports from here instead of free ones")
-    up.add_argument("--backend", default="local", choices=("local", "docker"))
+    up.add_argument("--backend", default="local", choices=("local", "docker", "external"))
+    up.add_argument("--cluster", metavar="FILE", help="external backend: the cluster file (endpoints, fault commands)")
     up.add_argument("--topology", metavar="WORDS", help="e.g. redis=sentinel,postgres=replica,kafka=3")
     up.add_argument("--foreground", action="store_true", help="stay attached; Ctrl-C stops the cluster")
     up.add_argument("--json", action="store_true")

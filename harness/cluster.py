@@ -20,6 +20,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from harness.topology import Topology, TopologyError
 from harness.toxiproxy import Toxiproxy
 
 ALL_SERVICES = ("redis", "postgres", "kafka")
-BACKENDS = ("local", "docker")
+BACKENDS = ("local", "docker", "external")
 _PROXY_LOCK = threading.Lock()
 _SEQ = itertools.count(1)  # default ids stay unique for clusters started in the same second
 
@@ -60,6 +61,7 @@ class Cluster:
     backend: str = "local"  # "local" processes or "docker" containers (harness/services/docker.py)
     images: dict[str, str] = field(default_factory=dict)  # docker: per-service image overrides
     topology: Topology = field(default_factory=Topology)  # replicas, sentinels, brokers (harness/topology.py)
+    cluster_file: str | None = None  # external: the servers to put proxies in front of (harness/clusterfile.py)
     id: str = field(init=False)
     dir: Path = field(init=False)
     svc: dict[str, Service] = field(init=False, default_factory=dict)
@@ -152,7 +154,11 @@ class Cluster:
 
     def _up(self) -> None:
         self.toxiproxy_service = ToxiproxyService(self.dir, self.port())
-        for s in self.services:
+        if self.backend == "external":  # servers cachecert did not start: only proxies to them
+            from harness.services import external
+
+            external.add_servers(self)
+        for s in self.services if self.backend != "external" else ():
             if s == "redis":
                 self.add(RedisService(self.dir, self.port(), persistence=self.redis_persistence))
             elif s == "postgres":
@@ -254,6 +260,11 @@ class Cluster:
         """Heal every fault, stop every service, then toxiproxy. Safe to call twice."""
         if not self._claimed:
             return  # a refused up started nothing; the pidfiles there belong to the cluster that refused it
+        if self.backend == "external":  # remove the run's namespace (only it) while the servers are known
+            from harness.services import external
+
+            for problem in external.teardown(self):
+                print(f"cachecert: warning: {problem}", file=sys.stderr)
         if self.toxiproxy_service is not None and self.toxiproxy_service.running():
             try:
                 self.toxiproxy.reset()

@@ -46,7 +46,8 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--converge-limit", type=float, metavar="S",
                    help="re-read every key for up to S s after heal until the caches agree with the DB "
                         "(default: the strategy's TTL + 0.5 s, at most 10 s)")
-    p.add_argument("--backend", default="local", help="local (default) or docker")
+    p.add_argument("--backend", default="local", help="local (default), docker, or external (with --cluster)")
+    p.add_argument("--cluster", metavar="FILE", help="external backend: the cluster file (endpoints, fault commands)")
     p.add_argument("--topology", metavar="WORDS",
                    help="servers beyond one of each, e.g. redis=sentinel,postgres=replica,kafka=3,min_isr=2 "
                         "(default: the workload's)")
@@ -70,7 +71,7 @@ def config_from_args(args: argparse.Namespace, workload: str) -> Any:
         checkers=args.checkers,
         reports=args.reports, command=["cachecert", *sys.argv[1:]], app=getattr(args, "app", None),
         app_file=getattr(args, "app_file", None), procs=getattr(args, "procs", 1),
-        topology=getattr(args, "topology", None),
+        topology=getattr(args, "topology", None), cluster_file=getattr(args, "cluster", None),
     )
 
 

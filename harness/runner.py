@@ -82,6 +82,7 @@ class RunConfig:
     app_file: str | None = None  # ... or its app file (--app-file): command, env, next build, op mapping
     procs: int = 1  # worker processes (harness/procs.py); 1: the workers are threads of this process
     topology: str | None = None  # --topology words on top of the workload's (harness/topology.py)
+    cluster_file: str | None = None  # --backend external: the user's servers (harness/clusterfile.py)
 
 
 @dataclass
@@ -152,7 +153,27 @@ def prepare(cfg: RunConfig) -> Prepared:
         raise ConfigError(str(e)) from None
     _refuse_toothless_plan(cfg, wl, cls, name, schedule)
     _refuse_in_parent_faults(cfg, schedule, app is not None)
+    _refuse_external(cfg, wl, schedule)
     return Prepared(cfg, wl, cls, name, schedule, gen, services, app, topo)
+
+
+def _refuse_external(cfg: RunConfig, wl: Workload, schedule: list[Scheduled]) -> None:
+    """--backend external: the cluster file must be usable, the workload confined to its namespace,
+    and every process fault backed by a command of the file (harness/services/external.py)."""
+    if (cfg.backend == "external") != bool(cfg.cluster_file):
+        raise ConfigError("--backend external needs --cluster FILE" if cfg.cluster_file is None
+                          else "--cluster FILE is for --backend external")
+    if cfg.backend != "external":
+        return
+    from harness.clusterfile import ClusterFileError, load
+    from harness.services.external import refusal
+
+    try:
+        why = refusal(load(cfg.cluster_file), wl, schedule, cfg)  # type: ignore[arg-type]
+    except ClusterFileError as e:
+        raise ConfigError(str(e)) from None
+    if why:
+        raise ConfigError(why)
 
 
 def _check_procs(cfg: RunConfig, app: bool) -> None:
@@ -275,6 +296,8 @@ class Run:
         self.cfg = p.config
         if cluster is not None and getattr(cluster, "topology", Topology()) != p.topology:
             cluster = None  # a shared cluster of another topology (certify): this run starts its own
+        if cluster is not None and getattr(cluster, "backend", "") == "external" and p.config.backend != "external":
+            raise ConfigError("a run on an external cluster needs --backend external (its refusals apply)")
         self.own_cluster = cluster is None
         self.cluster = cluster
         self.progress = sys.stderr.isatty() if progress is None else progress
@@ -593,7 +616,8 @@ class Run:
         assert cfg.time_limit is not None and cfg.concurrency is not None and cfg.quiesce is not None
         if self.cluster is None:
             self.cluster = Cluster(services=self.p.services, name=f"run-{self.dir.name}-{id(self) % 10000}",
-                                   backend=cfg.backend, images=dict(cfg.images), topology=self.p.topology)
+                                   backend=cfg.backend, images=dict(cfg.images), topology=self.p.topology,
+                                   cluster_file=cfg.cluster_file)
             self.cluster.up()
             log.info("cluster up in %.2f s: %s", self.cluster.timings.get("total", 0), self.cluster.endpoints)
         else:

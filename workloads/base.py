@@ -15,6 +15,7 @@ from typing import Any
 
 from core.clients import Pg
 from core.history import HistoryError
+from core.namespace import clear, prefix_of
 from core.ops import Paired, pair
 from core.stats import percentile
 from strategies.base import KV_SCHEMA
@@ -37,10 +38,19 @@ def invoke_register(strategy: Any, op: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"register workload has no op {op['f']!r}")
 
 
+def flush(client: Any) -> None:
+    """Empty the cache: FLUSHALL on a server the harness started; on one it did not (a namespaced
+    client, core/namespace.py), delete only the run's own keys."""
+    if prefix_of(client) is None:
+        client.flushall()
+    else:
+        clear(client)
+
+
 def setup_kv(d: Direct) -> None:
     """A fresh ``kv`` table: dropped and re-created, so no trigger or column another workload added to
     it on a shared cluster (e.g. write-through's commit log) carries over."""
-    d.redis.flushall()
+    flush(d.redis)
     d.pg.execute("drop table if exists kv cascade")
     d.pg.execute(KV_SCHEMA)
 
@@ -111,6 +121,9 @@ class Workload:
     app_db_reads: bool = False  # record the DB's own log of reads for a black-box run (harness/dbreads.py)
     services: tuple[str, ...] = ("redis", "postgres")
     topology: str = ""  # the servers it needs beyond one of each, e.g. "postgres=replica" (harness/topology.py)
+    # its set-up, steps and final reads stay inside the run's namespace (Redis through ``flush``, SQL by
+    # unqualified names): it may run on a cluster cachecert did not start (--backend external)
+    isolated: bool = False
     keys: int = 8
     mix: dict[str, float] = field(default_factory=lambda: {"read": 0.75, "write": 0.25})
     key_dist: str = "uniform"

@@ -16,6 +16,7 @@ WORKLOAD = Workload(
     # register's read/write ops are every strategy's: the write-through and herd designs run here too
     also_runs=("cache-then-db", "rollback-on-failure", "db-first-invalidate", "versioned-cas", "write-behind",
                "herd-none", "herd-lock", "herd-single-flight", "herd-xfetch", "herd-lease"),
+    isolated=True,  # setup_kv + final_kv: namespaced on an external cluster
     keys=5,
     mix={"read": 0.75, "write": 0.25},
     checkers=("linearizable", "versions", "staleness", "session", "durability", "convergence", "perf"),

@@ -374,6 +374,7 @@ WORKLOAD = Workload(
     strategies=STRATEGIES,
     default_strategy="cache-then-db",
     app_ops=("read", "write", "read-db"),
+    isolated=True,  # setup_kv + kv_log (table, function, trigger by unqualified names): namespaced on an external cluster
     keys=6,
     mix={"read": 0.6, "write": 0.3, "read-db": 0.1},
     time_limit=10.0,

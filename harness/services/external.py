@@ -1,0 +1,390 @@
+"""The `external` backend: servers cachecert did not start, described by a cluster file.
+
+Why: teams want to run the same workloads against a staging cluster in nightly CI. cachecert then
+starts only its own Toxiproxy, with one proxy per server to the external address, so every link
+fault works as on the embedded backend; process faults run the file's shell commands (a
+``systemctl`` or ``kubectl`` line) instead of signals, and a fault the file gives no command for is
+refused before the run starts.
+
+Each server gets a second, never-faulted proxy of the harness's own (``NAME.harness``): the
+cluster's ``direct`` address of an external server is that proxy, so probes, set-up and final
+reads see the server itself, exactly as they use a local server's own port (the probes dial
+127.0.0.1), and the client proxy chains to it. Health is checked at the protocol level (Redis
+PING, PostgreSQL SSLRequest, Kafka ApiVersions), credentials when the cluster comes up.
+
+Data it did not create is never touched: the run works in a fresh namespace ``cc_<time>_<hex>``
+(core/namespace.py: Redis keys under ``NS:``, PostgreSQL in schema ``NS``) that every connection
+to this cluster's addresses is confined to (core/access.py), and ``teardown`` removes that
+namespace alone. Workloads whose set-up is not known to stay inside it are refused (``refusal``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from core.access import Access, AccessError, add_resolver, expand, refs, remove_resolver
+from harness.clusterfile import ClusterFile, Server
+from harness.clusterfile import load as load_file
+from harness.services.base import ServiceError
+
+PROCESS_FAULTS = {  # fault kind -> command sets that can play it (any one set, all of its commands)
+    "kill": (("kill", "start"), ("kill", "restart")),
+    "pause": (("pause", "resume"),),
+    "restart": (("restart",), ("kill", "start")),
+}
+_REQ_CACHE: dict[str, bytes] = {}
+
+
+def new_namespace() -> str:
+    return f"cc_{time.strftime('%Y%m%d%H%M%S', time.gmtime())}_{secrets.token_hex(3)}"
+
+
+def _request(protocol: str) -> bytes:
+    if not _REQ_CACHE:
+        from harness.faults.probe import REQUESTS
+
+        _REQ_CACHE.update(REQUESTS)
+    return _REQ_CACHE[protocol]
+
+
+class ExternalService:
+    """One server of the user's (the Service interface, by the file's commands)."""
+
+    def __init__(self, server: Server, cluster_dir: Path, namespace: str, harness_port: int) -> None:
+        self.server = server
+        self.name = server.name
+        self.protocol = "postgres" if server.name.startswith("postgres") else server.name
+        self.access = Access(namespace, server.username, server.password, server.dbname, server.tls,
+                             server.server_hostname, server.ca_file, server.sslmode, service=server.name)
+        self.harness_port = harness_port
+        self.dir = cluster_dir / "external"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path: Path | None = self.dir / f"{self.name}.log"
+        self.toxiproxy: Any = None  # set by add_servers: a function returning the cluster's Toxiproxy client
+        self.paused = False
+        self.killed = False
+        self.namespaced = False  # the schema exists / keys may: teardown removes them
+        self.started = False
+        self.cancel = None
+
+    # -- addresses ---------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """The harness's own proxy to the server (what client proxies chain to, probes and final reads dial)."""
+        return f"127.0.0.1:{self.harness_port}"
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+    # -- the service interface ---------------------------------------------------------------
+    def command(self) -> list[str]:
+        return []  # nothing to spawn
+
+    def start(self, wait: bool = True) -> None:
+        """First start: resolve the address (Sentinel), create the harness proxy, check the server
+        answers and the credentials work, create the namespace. After a kill: the start command."""
+        if not self.started:
+            self._first_start()
+            self.started = True
+            return
+        if self.killed:
+            self._run("start" if "start" in self.server.commands else "restart")
+            self.killed = False
+        if wait:
+            self.wait_healthy()
+
+    def _first_start(self) -> None:
+        s = self.server
+        if s.sentinels:
+            s.host, s.port = _sentinel_master(s)
+        self.toxiproxy().create_proxy(f"{self.name}.harness", self.endpoint, s.address)
+        self.wait_healthy(timeout=min(s.timeout, 10.0))
+        try:
+            self._check_access()
+        except (AccessError, ServiceError):
+            raise
+        except Exception as e:  # noqa: BLE001 - one line naming the server
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ServiceError(f"{self.name}: external endpoint {s.address} refused the connection: {first}") from None
+
+    def _check_access(self) -> None:
+        if self.protocol == "redis":
+            client = self.redis()
+            try:
+                client.ping()
+                self.namespaced = True
+            finally:
+                client.close()
+        elif self.name == "postgres":
+            import psycopg
+
+            with psycopg.connect(**self.access.pg_kwargs(self.server.host, self.server.port), autocommit=True,
+                                 connect_timeout=5) as c:
+                c.execute(f'create schema if not exists "{self.access.namespace}"')
+                self.namespaced = True
+        elif self.protocol == "postgres":
+            import psycopg
+
+            with psycopg.connect(**self.access.pg_kwargs(self.server.host, self.server.port), autocommit=True,
+                                 connect_timeout=5) as c:
+                c.execute("select 1")
+
+    def redis(self) -> Any:
+        import redis
+
+        pool = redis.ConnectionPool(host=self.server.host, port=self.server.port, socket_timeout=5,
+                                    socket_connect_timeout=5, **self.access.redis_kwargs())
+        return redis.Redis(connection_pool=pool)
+
+    def stop(self) -> None:
+        """Never stops a server of the user's; only undoes a pause of ours."""
+        try:
+            self.resume()
+        except ServiceError:
+            pass
+
+    def kill(self) -> None:
+        self._run("kill")
+        self.killed = True
+
+    def pause(self) -> None:
+        self._run("pause")
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.paused:
+            self._run("resume")
+            self.paused = False
+
+    def restart(self, kill: bool = False) -> None:
+        if "restart" in self.server.commands:
+            self._run("restart")
+        else:
+            self.kill()
+            self.start(wait=False)
+        self.wait_healthy()
+
+    def healthy(self) -> bool:
+        """The server answers a protocol request (any answer: an auth error is an answer)."""
+        try:
+            with socket.create_connection((self.server.host, self.server.port), timeout=1.0) as sock:
+                sock.settimeout(1.0)
+                sock.sendall(_request(self.protocol))
+                return bool(sock.recv(64))
+        except OSError:
+            return False
+
+    def running(self) -> bool:
+        return self.healthy()
+
+    def wait_healthy(self, timeout: float | None = None) -> None:
+        timeout = self.server.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if time.monotonic() >= deadline:
+                raise ServiceError(f"{self.name}: external endpoint {self.server.address} does not answer "
+                                   f"(no {self.protocol} reply within {timeout:g} s)")
+            if self.cancel is not None and self.cancel.is_set():
+                raise ServiceError(f"{self.name}: start cancelled")
+            time.sleep(0.1)
+
+    # -- commands ----------------------------------------------------------------------------
+    def _run(self, action: str) -> None:
+        """Run the file's ``action`` command (a shell line; ``${VAR}`` expanded by the shell from the
+        environment), with a timeout and its exit status checked. Logged with the template, never
+        with the values: any referenced variable's value is masked in what the command printed."""
+        cmd = self.server.commands.get(action)
+        if cmd is None:
+            raise ServiceError(f"{self.name}: no {action} command in the cluster file")
+        try:
+            expand(cmd, f"the {action} command of {self.name}")  # a missing variable: one line, before running
+        except AccessError as e:
+            raise ServiceError(str(e)) from None
+        t0 = time.monotonic()
+        proc = subprocess.Popen(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, text=True, errors="replace")
+        try:
+            out, _ = proc.communicate(timeout=self.server.timeout)
+        except subprocess.TimeoutExpired:
+            _killpg(proc.pid)
+            out, _ = proc.communicate()
+            self._log(action, cmd, f"timed out after {self.server.timeout:g} s", out)
+            raise ServiceError(f"{self.name}: {action} command timed out after {self.server.timeout:g} s") from None
+        self._log(action, cmd, f"exit {proc.returncode} in {time.monotonic() - t0:.2f} s", out)
+        if proc.returncode != 0:
+            last = _mask(out, cmd).strip().splitlines()[-1:] or ["(no output)"]
+            raise ServiceError(f"{self.name}: {action} command exited {proc.returncode}: {last[0][:200]}")
+
+    def _log(self, action: str, cmd: str, status: str, out: str) -> None:
+        assert self.log_path is not None
+        with open(self.log_path, "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {action}: {cmd} -> {status}\n")
+            for line in _mask(out, cmd).splitlines()[-20:]:
+                f.write(f"    {line}\n")
+
+
+def _mask(text: str, cmd: str) -> str:
+    for name in refs(cmd):
+        v = os.environ.get(name)
+        if v:
+            text = text.replace(v, f"${{{name}}}")
+    return text
+
+
+def _killpg(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _sentinel_master(s: Server) -> tuple[str, int]:
+    """The primary's address as the Sentinels say now (the proxy then points there; a later
+    failover is not followed: writes then fail against the demoted node, they are not lost)."""
+    import redis
+
+    errors = []
+    for host, port in s.sentinels:
+        try:
+            r = redis.Redis(host=host, port=port, socket_timeout=2, socket_connect_timeout=2)
+            try:
+                addr = r.execute_command("SENTINEL", "get-master-addr-by-name", s.master)
+            finally:
+                r.close()
+            if addr:
+                return (addr[0].decode() if isinstance(addr[0], bytes) else addr[0]), int(addr[1])
+            errors.append(f"{host}:{port} knows no master {s.master!r}")
+        except redis.RedisError as e:
+            errors.append(f"{host}:{port}: {e}")
+    raise ServiceError(f"redis: no Sentinel answered for master {s.master!r} ({'; '.join(errors)})")
+
+
+# -- the cluster's external branch ----------------------------------------------------------
+def add_servers(cluster: Any) -> None:
+    """Add the file's servers to ``cluster`` (each with its client proxy) and confine every client
+    of the cluster's addresses to a fresh namespace."""
+    from harness.cluster import ClusterError
+
+    if not cluster.cluster_file:
+        raise ClusterError("the external backend needs a cluster file (--cluster FILE)")
+    if not cluster.topology.single:
+        raise ClusterError(f"--topology {cluster.topology.text()} is for the embedded backend; on the external "
+                           "backend the cluster file says which servers there are")
+    cf = load_cluster_file(cluster.cluster_file)
+    missing = [s for s in cluster.services if s not in cf.servers]
+    if missing:
+        raise ClusterError(f"{cf.path}: no [{missing[0]}] section, and the run needs {missing[0]}")
+    cluster.namespace = new_namespace()
+    logging.getLogger("cachecert.external").info("external cluster %s: this run's namespace is %s (keys %s:*, "
+                                                 "schema %s)", cf.path, cluster.namespace, cluster.namespace,
+                                                 cluster.namespace)
+    for name, server in cf.servers.items():
+        if name.partition("-")[0] not in cluster.services and name not in cluster.services:
+            continue
+        svc = ExternalService(replace(server), cluster.dir, cluster.namespace, cluster.port())
+        svc.toxiproxy = lambda: cluster.toxiproxy
+        cluster.add(svc)
+    cluster.resolver = _resolver(cluster)
+    add_resolver(cluster.resolver)
+
+
+def load_cluster_file(path: str) -> ClusterFile:
+    from harness.cluster import ClusterError
+    from harness.clusterfile import ClusterFileError
+
+    try:
+        return load_file(path)
+    except ClusterFileError as e:
+        raise ClusterError(str(e)) from None
+
+
+def _resolver(cluster: Any) -> Any:
+    def find(endpoint: str) -> Access | None:
+        host, _, port = endpoint.rpartition(":")
+        if host != "127.0.0.1" or not port.isdigit():
+            return None
+        p = int(port)
+        for name, listen in list(cluster.proxies.items()):
+            if listen == p:
+                svc = cluster.svc.get(cluster.upstream.get(name, name))
+                return svc.access if isinstance(svc, ExternalService) else None
+        for svc in list(cluster.svc.values()):
+            if isinstance(svc, ExternalService) and svc.harness_port == p:
+                return svc.access
+        return None
+
+    return find
+
+
+def teardown(cluster: Any) -> list[str]:
+    """Remove the run's namespace (its keys, its schema: nothing else) and forget its addresses.
+    Returns what could not be removed (logged by the caller; the namespace name says whose it is)."""
+    problems: list[str] = []
+    for svc in list(cluster.svc.values()):
+        if not isinstance(svc, ExternalService) or not svc.namespaced:
+            continue
+        try:
+            if svc.protocol == "redis":
+                from core.namespace import clear
+
+                client = svc.redis()
+                try:
+                    clear(client)
+                finally:
+                    client.close()
+            elif svc.name == "postgres":
+                import psycopg
+
+                with psycopg.connect(**svc.access.pg_kwargs(svc.server.host, svc.server.port), autocommit=True,
+                                     connect_timeout=5) as c:
+                    c.execute(f'drop schema if exists "{svc.access.namespace}" cascade')
+            svc.namespaced = False
+        except Exception as e:  # noqa: BLE001 - the rest is still removed
+            problems.append(f"{svc.name}: namespace {svc.access.namespace} not removed: {e}")
+    resolver = getattr(cluster, "resolver", None)
+    if resolver is not None:
+        remove_resolver(resolver)
+        cluster.resolver = None
+    return problems
+
+
+# -- refusals before a run starts -----------------------------------------------------------
+def refusal(cf: ClusterFile, workload: Any, schedule: list[Any], cfg: Any) -> str | None:
+    """Why this run cannot go to the external cluster (one line), or None."""
+    if not getattr(workload, "isolated", False):
+        return (f"workload {workload.name} cannot run on the external backend: its set-up is not confined to a "
+                "per-run namespace (it could flush or drop data cachecert did not create)")
+    if "kafka" in workload.services:
+        return f"workload {workload.name} uses Kafka: per-run topic names are not built for the external backend"
+    if getattr(cfg, "app", None) or getattr(cfg, "app_file", None):
+        return "--app/--app-file on the external backend: the service's own connections cannot be confined to the run's namespace"
+    if getattr(cfg, "procs", 1) > 1:
+        return "--procs > 1 is not available on the external backend"
+    for name in workload.services:
+        if name not in cf.servers:
+            return f"{cf.path}: no [{name}] section, and workload {workload.name} needs {name}"
+    for s in schedule:
+        f = s.fault
+        if getattr(f, "targets", "") != "service":
+            continue
+        server = cf.servers.get(f.target)
+        if f.kind not in PROCESS_FAULTS:
+            return f"{f.kind}:{f.target} is not available on the external backend"
+        have = server.commands if server is not None else {}
+        if not any(all(c in have for c in need) for need in PROCESS_FAULTS[f.kind]):
+            need = next(c for c in PROCESS_FAULTS[f.kind][0] if c not in have)
+            return f"{f.kind}:{f.target} needs a {need} command for {f.target} in {cf.path.name}"
+    return None
+
+
+__all__ = ["ExternalService", "add_servers", "teardown", "refusal", "new_namespace", "load_cluster_file"]
