@@ -64,9 +64,10 @@ def lsn_text(n: int) -> str:
 
 
 class _ReplicaFill:
-    """The shared write path (commit on the primary, then DEL) and cache read; ``fill`` differs."""
+    """The shared write path (commit on the primary, then DEL) and cache read; ``fill`` differs. (No
+    ``name`` here: it is not a strategy of its own.)"""
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str]
     prefix = "rf:"
 
     def setup(self, env: Env) -> None:
