@@ -26,6 +26,7 @@ from typing import Any
 from core.history import HistoryWriter
 from harness.faults import FaultContext, Scheduled
 from harness.faults.base import FaultWindow
+from harness.services.redis_ha import PrimaryWatch
 
 log = logging.getLogger("cachecert.nemesis")
 PROBE_GRACE = 10.0  # s heal waits for probes still running once every fault has ended
@@ -46,6 +47,7 @@ class Nemesis:
         self._settled: set[int] = set()  # ... that have their probe record
         self._windows: dict[int, FaultWindow] = {}
         self._probing: dict[int, tuple[Scheduled, threading.Thread]] = {}
+        self._watch: PrimaryWatch | None = None  # redis=sentinel: a "primary" record per change of primary
 
     def _record(self, f: str, s: Scheduled, **extra: Any) -> None:
         self.history.append({"process": "nemesis", "type": "info", "f": f,
@@ -56,6 +58,8 @@ class Nemesis:
         """Play the schedule relative to monotonic time ``t0`` (the start of the load phase)."""
         self._thread = threading.Thread(target=self._play, args=(t0,), name="nemesis", daemon=True)
         self._thread.start()
+        self._watch = PrimaryWatch.start_for(self.ctx.cluster, lambda v: self.history.append(
+            {"process": "nemesis", "type": "info", "f": "primary", "value": v}))
 
     def _play(self, t0: float) -> None:
         events: list[tuple[float, int, str, Scheduled]] = []
@@ -134,6 +138,9 @@ class Nemesis:
         for s in self.schedule:
             if id(s) not in self._begun:
                 self._settle(s, False, "never started: the load phase ended first")
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
 
     def _await_probes(self, grace: float) -> None:
         """Every fault has ended, so every probe is finishing: wait for them, bounded."""

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from harness.faults import _alias as alias
 from harness.faults.base import BaseFault, FaultContext, FaultError, Kind, Param, RunContext
 from harness.faults.probe import HOLD_MIN_MS, expect_silence, held_ms, roundtrip, sample_pairs
 from harness.services.base import free_port
@@ -85,14 +86,18 @@ class ProxyFault(BaseFault):
                              f"(node0..node{(run.config.nodes or 1) - 1})")
 
     def links(self, ctx: FaultContext) -> list[str]:
-        if "." in self.target:
-            return [self.target]
-        return [self.target] + sorted(p for p in ctx.cluster.proxies if NODE_LINK.match(p) and
-                                      p.startswith(f"{self.target}.") and _is_app_link(ctx, p))
+        target = alias.resolve(self, ctx, "proxy")  # redis-primary: the primary's cluster side (_alias.py)
+        if "." in target:
+            return [target]
+        return [target] + sorted(p for p in ctx.cluster.proxies if NODE_LINK.match(p) and
+                                 p.startswith(f"{target}.") and _is_app_link(ctx, p))
 
     def probe_target(self, ctx: FaultContext) -> str:
         links = self.links(ctx)
-        return links[1] if len(links) > 1 else self.target
+        return links[1] if len(links) > 1 else links[0]
+
+    def describe(self) -> dict[str, Any]:
+        return super().describe() | alias.note(self)
 
 
 def _is_app_link(ctx: FaultContext, proxy: str) -> bool:

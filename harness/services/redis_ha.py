@@ -36,6 +36,7 @@ period. Replicas sync diskless with no delay. Health: the primary answers; a rep
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -253,5 +254,78 @@ def wait_for(pred: Any, timeout: float, interval: float = 0.1) -> bool:
         time.sleep(interval)
 
 
-__all__ = ["CLUSTER_SIDE", "MASTER", "RedisNode", "SentinelNode", "agreed_primary", "current_primary", "expand",
+
+class PrimaryWatch:
+    """Polls who is primary (the Sentinels' quorum answer, and which nodes answer ROLE as master)
+    every ``interval`` s, directly, and calls ``note(value)`` with the first view and each change:
+    ``{"primary": NODE|None, "masters": [NODE...], "votes": {sentinel: NODE|None}}``. Two masters
+    is a split brain; ``primary`` None is a failover in progress (no quorum)."""
+
+    def __init__(self, cluster: Any, note: Any, interval: float = 0.25) -> None:
+        self.cluster, self.note, self.interval = cluster, note, interval
+        self.changes: list[dict[str, Any]] = []
+        self._last: tuple[Any, ...] | None = None
+        self._stop = threading.Event()
+        self._clients: dict[str, redis.Redis] = {}
+        self._thread = threading.Thread(target=self._loop, name="primary-watch", daemon=True)
+
+    @classmethod
+    def start_for(cls, cluster: Any, note: Any) -> PrimaryWatch | None:
+        """A running watch when the cluster has Sentinels, else None."""
+        if getattr(getattr(cluster, "topology", None), "redis", "single") != "sentinel":
+            return None
+        w = cls(cluster, note)
+        w._thread.start()
+        return w
+
+    def _ask(self, name: str, *cmd: Any) -> Any:
+        c = self._clients.get(name)
+        if c is None:
+            c = self._clients[name] = _client(self.cluster.direct[name], 0.3)
+        try:
+            return c.execute_command(*cmd)
+        except (redis.RedisError, OSError):
+            return None
+
+    def poll(self) -> None:
+        votes: dict[str, str | None] = {}
+        for s in sentinel_names(self.cluster):
+            addr = self._ask(s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+            try:
+                votes[s] = node_of_port(self.cluster, int(addr[1])) if addr else None
+            except (TypeError, ValueError, IndexError):
+                votes[s] = None
+        ms = []
+        for n in redis_nodes(self.cluster):
+            r = self._ask(n, "ROLE")
+            if r and str(r[0]) == "master":
+                ms.append(n)
+        view = {"primary": agreed_primary(votes), "masters": ms, "votes": votes}
+        key = (view["primary"], tuple(ms))
+        if key != self._last:
+            self._last = key
+            self.changes.append(view)
+            self.note(view)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - a watch must never take the run down
+                pass
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        """One last look (after the heal), then stop."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.poll()
+        except Exception:  # noqa: BLE001
+            pass
+        for c in self._clients.values():
+            c.close()
+
+
+__all__ = ["CLUSTER_SIDE", "MASTER", "PrimaryWatch", "RedisNode", "SentinelNode", "agreed_primary", "current_primary", "expand",
            "masters", "redis_nodes", "replica_link_up", "role", "sentinel_names", "sentinel_votes"]
