@@ -57,8 +57,8 @@ def test_fill_from_replica_keeps_stale_values_for_good(pgr: Cluster, tmp_path: P
     assert {a["type"] for a in conv["anomalies"]} == {"divergent"}
     rs = ch["replica-staleness"]
     assert rs["valid"] is True  # a measurement without bound_ms
-    assert rs["behind"] > 10 and rs["stale_fills_kept"] == conv["diverged"], rs["explanation"]
-    assert rs["lag_ms"]["max"] <= 400 + 200  # behind by about the lag, not more
+    assert rs["behind"] > 10 and 1 <= rs["stale_fills_kept"] <= conv["diverged"], rs["explanation"]
+    assert rs["behind_curve"][0] == {"ms": 0, "share": rs["behind_share"]}
     assert ch["versions"]["valid"] is False  # stale reads of the cache during the load, too
 
 
@@ -117,6 +117,8 @@ def test_replica_staleness_measures_how_far_behind_replica_reads_were() -> None:
     assert stale["valid"] is True and stale["replica_reads"] == 1 and stale["behind"] == 1
     assert stale["lag_ms"]["max"] == pytest.approx(400, abs=1)  # since v1's ack at 0.1 s
     assert stale["versions_behind"] == {"2": 1}
+    curve = {p["ms"]: p["share"] for p in stale["behind_curve"]}
+    assert curve[300] == 1.0 and curve[500] == 0.0
     assert stale["timeline"] == [{"t": 0.5, "reads": 1, "behind": 1, "max_lag_ms": pytest.approx(400, abs=1)}]
     fresh = check_replica_staleness(_history(2))
     assert fresh["valid"] is True and fresh["behind"] == 0 and fresh["lag_ms"]["max"] == 0

@@ -17,10 +17,11 @@ heal and quiescence: a cache that kept a stale replica fill disagrees with the D
 
 ``replica-staleness``  for every read served from the replica, how far behind the latest
                        acknowledged write of its key it was (the time since the oldest acknowledged
-                       write it missed, and how many versions), as percentiles, a versions-behind
-                       histogram and a timeline (the staleness curve); and how many keys the cache
-                       still held, at the final reads, at a stale value that a replica read had
-                       returned (the stale fills kept). A measurement (valid) unless ``bound_ms`` is
+                       write it missed, and how many versions), as percentiles, the staleness
+                       curve (the share of replica reads more than x ms behind), a versions-behind
+                       histogram and a timeline; and how many keys the cache still held, at the
+                       final reads, at a value older than the DB's that a replica read had returned
+                       (the stale fills kept). A measurement (valid) unless ``bound_ms`` is
                        given: then a replica read more than that behind is a ``stale-replica-read``.
 """
 
@@ -37,6 +38,7 @@ from workloads.base import Direct, Workload, paired, pct, setup_kv
 STRATEGIES = ("fill-from-replica", "fill-from-primary", "fill-after-lsn", "version-checked-fill")
 REPLICA = "postgres-replica"
 REPLICA_READERS = ("fill-from-replica", "fill-after-lsn", "version-checked-fill")
+CURVE_MS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 300, 500, 1000, 2000, 5000)
 
 
 def setup(d: Direct) -> None:
@@ -82,7 +84,7 @@ def check_replica_staleness(history: list[dict[str, Any]], bound_ms: float | Non
     lags_ms: list[float] = []  # every replica read, 0 when it missed nothing
     k_hist: dict[int, int] = defaultdict(int)
     timeline: dict[int, dict[str, Any]] = defaultdict(lambda: {"reads": 0, "behind": 0, "max_lag_ms": 0.0})
-    stale_values: dict[Any, dict[Any, Any]] = defaultdict(dict)  # key -> stale value read from the replica -> op
+    from_replica: dict[Any, dict[Any, Any]] = defaultdict(dict)  # key -> value a replica read returned -> first such read
     anomalies: list[dict[str, Any]] = []
     over = judged = 0
     for key, kv in kvs.items():
@@ -93,6 +95,7 @@ def check_replica_staleness(history: list[dict[str, Any]], bound_ms: float | Non
             vr = read_version(kv, r)
             if vr is None:
                 continue
+            from_replica[key].setdefault(hashable(r.value), r)
             ns, versions, newest = _behind(acked, vr, r.t0)
             judged += bool(acked)
             ms = ns / 1e6
@@ -103,7 +106,6 @@ def check_replica_staleness(history: list[dict[str, Any]], bound_ms: float | Non
             if ns > 0:
                 b["behind"] += 1
                 b["max_lag_ms"] = round(max(b["max_lag_ms"], ms), 3)
-                stale_values[key].setdefault(hashable(r.value), r)
                 if bound_ms is not None and ms > bound_ms:
                     over += 1
                     if len(anomalies) < max_anomalies:
@@ -112,13 +114,17 @@ def check_replica_staleness(history: list[dict[str, Any]], bound_ms: float | Non
                             f"A read of {key} served by the replica at {secs(r.t0)} returned "
                             f"{vtext(r.value, vr)}, {ms:.1f} ms behind an acknowledged write (newest missed: "
                             f"version {newest}, {versions} version(s) behind), over the {bound_ms:g} ms bound."))
-    kept = _kept(kvs, stale_values)
+    kept = _kept(kvs, from_replica)
     behind = [x for x in lags_ms if x > 0]
+    n = len(lags_ms)
     out: dict[str, Any] = {
         "replica_reads": len(lags_ms), "behind": len(behind),
         "behind_share": round(len(behind) / len(lags_ms), 4) if lags_ms else 0.0,
         "lag_ms": {"p50": round(pct(behind, 50), 3), "p90": round(pct(behind, 90), 3),
                    "p99": round(pct(behind, 99), 3), "max": round(max(behind, default=0.0), 3)},
+        # the staleness curve: the share of replica reads more than ms behind, for each ms
+        "behind_curve": [{"ms": g, "share": round(sum(x > g for x in lags_ms) / n, 4) if n else 0.0}
+                         for g in CURVE_MS],
         "versions_behind": {str(k): v for k, v in sorted(k_hist.items())},
         "timeline": [{"t": round(k * bucket_s, 3), **v} for k, v in sorted(timeline.items())],
         "stale_fills_kept": len(kept), "kept": kept[:20], "bound_ms": bound_ms, "over_bound": over,
@@ -134,17 +140,17 @@ def check_replica_staleness(history: list[dict[str, Any]], bound_ms: float | Non
     return {**out, "valid": True}
 
 
-def _kept(kvs: dict[Any, Any], stale_values: dict[Any, dict[Any, Any]]) -> list[dict[str, Any]]:
+def _kept(kvs: dict[Any, Any], from_replica: dict[Any, dict[Any, Any]]) -> list[dict[str, Any]]:
     """Keys whose last final cache read returned a value older than the final DB read, which a
-    replica read had returned while behind: a stale fill the cache kept."""
+    replica read had returned during the load: a fill from the replica that the cache kept."""
     out = []
     for key, kv in kvs.items():
-        if not kv.final_db or not kv.final_cache or key not in stale_values:
+        if not kv.final_db or not kv.final_cache or key not in from_replica:
             continue
         fin = max(kv.final_db, key=lambda o: o.t0)
         last = max(kv.final_cache, key=lambda o: o.t0)
         vc, vd = read_version(kv, last), read_version(kv, fin)
-        src = stale_values[key].get(hashable(last.value))
+        src = from_replica[key].get(hashable(last.value))
         if src is not None and vc is not None and vd is not None and vc < vd:
             out.append({"key": key, "cached_version": vc, "db_version": vd, "filled_at_s": round(src.t0 / 1e9, 3),
                         "ops": [*src.ops, *last.ops, *fin.ops]})
