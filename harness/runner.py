@@ -143,6 +143,10 @@ def prepare(cfg: RunConfig) -> Prepared:
     except TopologyError as e:
         raise ConfigError(str(e)) from None
     cfg.topology = topo.text()
+    lacking = [s for s in getattr(cls, "needs_servers", ()) if s not in topo.names(services)]
+    if lacking and app is None:  # e.g. a strategy that reads a replica, run with --topology postgres=single
+        raise ConfigError(f"strategy {name} needs the server {lacking[0]}, which topology {topo.text()} does not "
+                          "have (see --topology)")
     try:
         schedule = resolve_faults(cfg, wl, topo.names(services))
     except FaultError as e:

@@ -68,6 +68,7 @@ class _ReplicaFill:
     ``name`` here: it is not a strategy of its own.)"""
 
     name: ClassVar[str]
+    needs_servers: ClassVar[tuple[str, ...]] = (REPLICA,)  # refused before a run without it (harness/runner.py)
     prefix = "rf:"
 
     def setup(self, env: Env) -> None:

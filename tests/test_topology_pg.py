@@ -168,7 +168,11 @@ def test_lag_is_refused_without_a_replica() -> None:
                 RunConfig(workload="replica-fill", faults="lag", topology="postgres=single", time_limit=3, seed=1)):
         with pytest.raises(ConfigError) as e:
             prepare(cfg)
-        assert "\n" not in str(e.value) and "postgres=replica" in str(e.value), e.value
+        assert "\n" not in str(e.value) and "postgres-replica" in str(e.value), e.value
+    with pytest.raises(ConfigError, match="strategy fill-after-lsn needs the server postgres-replica, which topology "
+                                          "single does not have"):
+        prepare(RunConfig(workload="replica-fill", strategy="fill-after-lsn", faults="none", topology="postgres=single",
+                          time_limit=3, seed=1))
 
 
 def test_up_and_down_leave_nothing_running() -> None:
