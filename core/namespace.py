@@ -121,7 +121,10 @@ class _RewritingPacker:
     def pack(self, *args: Any) -> Any:
         if self.conn.raw:
             return self.inner.pack(*args)
-        return self.inner.pack(*rewrite(self.conn.prefix, args))
+        argv = rewrite(self.conn.prefix, args)
+        if _text(argv[0]).lower() in CHANNELS_ALL:
+            self.conn.subscribed = True  # a pub/sub connection from now on: its replies name channels
+        return self.inner.pack(*argv)
 
 
 class _Prefixing:
@@ -129,8 +132,10 @@ class _Prefixing:
 
     prefix: bytes
     raw: bool = False  # set while ``clear`` scans: its own commands go out unchanged
+    subscribed: bool = False  # sent a (P|S)SUBSCRIBE: replies are pub/sub messages, channels to strip
 
     def on_connect(self) -> None:
+        self.subscribed = False  # a fresh connection (a pub/sub one subscribes again after this)
         super().on_connect()  # type: ignore[misc]
         if not _SPECS:  # once per process: the server's own table of key positions
             self.raw = True
@@ -146,7 +151,7 @@ class _Prefixing:
 
     def read_response(self, *a: Any, **kw: Any) -> Any:
         r = super().read_response(*a, **kw)  # type: ignore[misc]
-        if isinstance(r, list) and len(r) >= 2 and not self.raw:
+        if self.subscribed and isinstance(r, list) and len(r) >= 2 and isinstance(r[0], (bytes, str)):
             kind = r[0].encode() if isinstance(r[0], str) else r[0]
             if kind in PUSH_ONE:
                 r[1] = self._strip(r[1])

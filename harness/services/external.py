@@ -111,7 +111,9 @@ class ExternalService:
         self.wait_healthy(timeout=min(s.timeout, 10.0))
         try:
             self._check_access()
-        except (AccessError, ServiceError):
+        except AccessError as e:
+            raise ServiceError(f"{self.name}: {e}") from None
+        except ServiceError:
             raise
         except Exception as e:  # noqa: BLE001 - one line naming the server
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -185,7 +187,10 @@ class ExternalService:
             return False
 
     def running(self) -> bool:
-        return self.healthy()
+        up = self.healthy()
+        if up:
+            self.killed = False  # back (a supervisor restarted it): nothing for start() to bring back
+        return up
 
     def wait_healthy(self, timeout: float | None = None) -> None:
         timeout = self.server.timeout if timeout is None else timeout
