@@ -46,10 +46,11 @@ def write_marker(primary: Any) -> str:
     return str(primary.execute("select pg_current_wal_lsn()").fetchone()[0])
 
 
-def replay_wait(replica: Any, lsn: str, timeout: float, window: Any = None) -> tuple[float, str]:
-    """(seconds until the replica replayed ``lsn``, outcome): "replayed", "timeout" or "ended" (the
-    fault ended first)."""
-    t0 = time.monotonic()
+def replay_wait(replica: Any, lsn: str, timeout: float, window: Any = None,
+                t0: float | None = None) -> tuple[float, str]:
+    """(seconds from ``t0`` (default: now) until the replica replayed ``lsn``, outcome): "replayed",
+    "timeout" or "ended" (the fault ended first)."""
+    t0 = time.monotonic() if t0 is None else t0
     while True:
         ok = replica.execute("select coalesce(pg_last_wal_replay_lsn() >= %s::pg_lsn, false)", (lsn,)).fetchone()[0]
         now = time.monotonic()
@@ -66,8 +67,9 @@ def measure(ctx: FaultContext, replica_name: str, timeout: float, window: Any = 
     """One marker: how long the replica took to replay it (s) and the outcome (see ``replay_wait``)."""
     direct = ctx.cluster.direct
     with _connect(direct[PRIMARY[replica_name]]) as p, _connect(direct[replica_name]) as r:
+        t0 = time.monotonic()  # before the write: its WAL cannot reach the replica sooner than the lag after this
         lsn = write_marker(p)
-        return replay_wait(r, lsn, timeout, window)
+        return replay_wait(r, lsn, timeout, window, t0)
 
 
 @dataclass
@@ -128,7 +130,7 @@ class ReplicaLag(BaseFault):
         took_ms = took * 1000
         if outcome == "replayed":
             verdict = took_ms >= need
-            return verdict, (f"the replica replayed a marker written on the primary {took_ms:.0f} ms after its commit "
+            return verdict, (f"the replica replayed a marker written on the primary {took_ms:.0f} ms after the write "
                              f"(expected >= {need:.0f} ms with a {ms:g} ms lag{base})")
         if outcome == "ended":
             if took_ms < HOLD_MIN_MS:
