@@ -49,12 +49,15 @@ SENTINEL_SERVICE = "mymaster"
 
 
 def sentinel_master(endpoints: dict[str, str], timeout: float = 2.0, service: str = SENTINEL_SERVICE,
-                    **kw: Any) -> redis.Redis:
+                    follow_s: float | None = None, **kw: Any) -> redis.Redis:
     """A client of whichever node the Sentinels (``sentinel-*`` in ``endpoints``) name as primary,
     bounded like ``redis_client`` (socket timeouts, no retry of its own). A connection asks the
     Sentinels at connect time; a connection that stays open keeps talking to the node it reached (as
     real clients do: that is how a partitioned old primary keeps taking writes), until the node
-    answers READONLY (it was demoted) and the next connect asks again.
+    answers READONLY (it was demoted) and the next connect asks again. ``follow_s``: also ask the
+    Sentinels every that many seconds and, when they name a new primary, close the connections to
+    the old one (idle ones at once, busy ones when their command returns), as clients that listen for
+    Sentinel's ``+switch-master`` do (Jedis, Lettuce); ``close()`` stops that.
 
     Sentinel hands out each node's cluster-side address (harness/services/redis_ha.py); it is
     translated to that node's client proxy, learnt once from ``replica-announce-port`` of the redis
@@ -84,8 +87,27 @@ def sentinel_master(endpoints: dict[str, str], timeout: float = 2.0, service: st
         raise ValueError("no sentinel-* endpoints: this cluster has no Sentinels (topology redis=sentinel)")
     bound = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     s = _Translating(sentinels, sentinel_kwargs={**bound, "retry": Retry(NoBackoff(), 0)}, **bound)
-    return s.master_for(service, retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0,
-                        **kw)
+    stop = threading.Event()
+
+    class _Following(redis.Redis):
+        def close(self) -> None:
+            stop.set()
+            super().close()
+
+    client = s.master_for(service, redis_class=_Following, retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+                          health_check_interval=0, **kw)
+    if follow_s:
+        pool = client.connection_pool
+
+        def follow() -> None:
+            while not stop.wait(follow_s):
+                try:
+                    pool.get_master_address()  # a new address disconnects the old one's connections
+                except (redis.RedisError, OSError):
+                    pass  # no primary named right now (a failover in progress): keep the last one
+
+        threading.Thread(target=follow, name="sentinel-follow", daemon=True).start()
+    return client
 
 
 class Watchdog:

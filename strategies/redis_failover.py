@@ -1,0 +1,145 @@
+"""Strategies that meet a Redis failover: which acknowledged writes survive Sentinel promoting a replica.
+
+Why this module exists: a strategy that acknowledges a write once Redis has it treats Redis as the
+source of truth until something copies the write on. Redis replication is asynchronous, so a
+failover can promote a replica that never got the write; and a primary cut off from the Sentinels
+keeps taking writes from the clients that still reach it until it is demoted, when it throws them
+away. Every strategy here reaches Redis through Sentinel (``core.clients.sentinel_master``,
+following ``+switch-master`` like Jedis and Lettuce do: connections to a demoted primary are closed
+as soon as the Sentinels name another one), and PostgreSQL is the truth at the end:
+
+``cache-first``             write-behind: SET + append to this node's queue in one script, acknowledge;
+                            a flusher copies the queue to PostgreSQL every ``interval`` s (default 1).
+                            What the old primary acknowledged since its last flush dies with it.
+``cache-first-wait``        the same, then ``WAIT 1 wait_ms``: acknowledged only once a replica has it;
+                            a WAIT that times out makes the write indeterminate (it is on the primary,
+                            maybe nowhere else). Narrows the window; the runs say how much is left.
+``write-through-pg-first``  commit in PostgreSQL first (its version), then SET the cache; a lost cache
+                            write only leaves the cache behind (TTL), never loses an acknowledged write.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any, ClassVar
+
+import redis
+from redis.sentinel import MasterNotFoundError
+
+from core.clients import sentinel_master
+from strategies.base import DefiniteFailure, Env, KvTable, ParamError, decode, encode, positive
+from strategies.write_through import _WB_STAMP, _WB_WRITE, WriteBehind, integer, redis_definite
+
+FOLLOW_S = 0.2  # how often a client asks the Sentinels who the primary is
+
+
+def _client(env: Env) -> redis.Redis:
+    if not any(n.startswith("sentinel-") for n in env.endpoints):
+        raise ParamError("this strategy finds Redis through Sentinel: run with --topology redis=sentinel")
+    return sentinel_master(env.endpoints, timeout=env.timeout, follow_s=FOLLOW_S)
+
+
+def _definite(e: redis.RedisError) -> bool:
+    """The command was never sent: no primary to send it to, or the connect itself failed."""
+    return isinstance(e, MasterNotFoundError) or redis_definite(e)
+
+
+class CacheFirst(WriteBehind):
+    """Write-behind through Sentinel: acknowledged once the primary has the value and the queue entry."""
+
+    name: ClassVar[str] = "cache-first"
+    default_prefix: ClassVar[str] = "cf:"
+
+    def __init__(self, ttl: float = 0.0, interval: float = 1.0, batch: int = 1000, prefix: str | None = None) -> None:
+        super().__init__(ttl=ttl, interval=interval, batch=batch, prefix=prefix)
+
+    def setup(self, env: Env) -> None:
+        self.redis = _client(env)
+        self.db = KvTable(env.pg())
+        self.queue = f"{self.prefix}queue:{env.node}"
+        self._write = self.redis.register_script(_WB_WRITE)
+        self._stamp = self.redis.register_script(_WB_STAMP)
+        self._sync_redis = _client(env)  # the flusher's own connection (it follows the primary too)
+        self._stop = threading.Event()
+        self.synced = 0
+        self._thread = threading.Thread(target=self._sync_loop, name=f"cache-first-flush-{env.node}", daemon=True)
+        self._thread.start()
+
+    def _append(self, key: str, value: Any) -> int:
+        item = json.dumps({"key": key, "value": value}, separators=(",", ":"))
+        try:
+            return int(self._write(keys=[self.ck(key), self.queue], args=[encode(value, None), item, self.ttl_ms or 0]))
+        except redis.RedisError as e:
+            if _definite(e):
+                raise DefiniteFailure(f"Redis: {e}") from None
+            raise
+
+    def write(self, key: str, value: Any) -> dict[str, Any]:
+        return {"backlog": self._append(key, value)}
+
+    def read(self, key: str) -> dict[str, Any]:
+        try:
+            return super().read(key)
+        except MasterNotFoundError as e:
+            raise DefiniteFailure(f"Redis: {e}") from None
+
+
+class CacheFirstWait(CacheFirst):
+    """cache-first, acknowledged only after ``WAIT 1 wait_ms`` says a replica has the write."""
+
+    name: ClassVar[str] = "cache-first-wait"
+
+    def __init__(self, ttl: float = 0.0, interval: float = 1.0, batch: int = 1000, wait_ms: int = 200,
+                 prefix: str | None = None) -> None:
+        super().__init__(ttl=ttl, interval=interval, batch=batch, prefix=prefix)
+        self.wait_ms = integer(wait_ms, "wait_ms", 1)
+
+    def write(self, key: str, value: Any) -> dict[str, Any]:
+        backlog = self._append(key, value)
+        replicas = int(self.redis.execute_command("WAIT", 1, self.wait_ms))
+        if replicas < 1:  # on the primary, on no replica: it may survive or not
+            raise TimeoutError(f"WAIT 1 {self.wait_ms}: no replica acknowledged the write")
+        return {"backlog": backlog, "replicas": replicas}
+
+
+class WriteThroughPgFirst:
+    """Commit in PostgreSQL (the truth) first, then SET the cache with the committed version."""
+
+    name: ClassVar[str] = "write-through-pg-first"
+    default_prefix: ClassVar[str] = "wtpg:"
+
+    def __init__(self, ttl: float = 5.0, prefix: str | None = None) -> None:
+        self.ttl = positive({"ttl": ttl}, "ttl", 5.0)
+        self.ttl_ms = int(self.ttl * 1000)
+        self.prefix = self.default_prefix if prefix is None else str(prefix)
+
+    def setup(self, env: Env) -> None:
+        self.redis = _client(env)
+        self.db = KvTable(env.pg())
+
+    def write(self, key: str, value: Any) -> dict[str, Any]:
+        version = self.db.write(key, value)
+        try:
+            self.redis.set(self.prefix + key, encode(value, version), px=self.ttl_ms)
+            cached = True
+        except redis.RedisError:
+            cached = False  # committed all the same; the cache catches up at its TTL
+        return {"version": version, "cached": cached}
+
+    def read(self, key: str) -> dict[str, Any]:
+        try:
+            hit = decode(self.redis.get(self.prefix + key))
+        except redis.RedisError:
+            hit = None  # no cache: read the truth
+        if hit is not None:
+            return {"value": hit["value"], "version": hit["version"], "source": "cache", "hit": True}
+        value, version = self.db.read(key)
+        try:
+            self.redis.set(self.prefix + key, encode(value, version), px=self.ttl_ms)
+        except redis.RedisError:
+            pass
+        return {"value": value, "version": version, "source": "db", "hit": False, "db_load": True}
+
+    def close(self) -> None:
+        self.redis.close()
