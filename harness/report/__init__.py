@@ -24,6 +24,7 @@ from core.verdict import Verdict, word
 from harness.report import html as H
 from harness.report.data import HistoryData, load
 from harness.report.html import esc
+from harness.report.primary import section as primary_section
 
 MAX_ANOMALY_PLOTS = 5
 MAX_ANOMALY_ROWS = 20
@@ -137,6 +138,7 @@ def _body(run_dir: Path, results: dict[str, Any], config: dict[str, Any], data: 
     out.append("<h2>Summary</h2>")
     out.append(_summary(results, cfg, data))
     out.append(_faults_section(data, results))
+    out.append(primary_section(run_dir, data.t_end if data is not None else None))  # redis=sentinel runs
     out.append(_app_section(results, config))
 
     out.append("<h2>Checkers</h2>")
