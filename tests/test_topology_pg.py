@@ -128,6 +128,20 @@ def test_lag_is_verified_by_replay_and_heals(cluster: Cluster) -> None:
     assert outcome == "replayed"  # replication goes on after the heal
 
 
+def test_the_wal_flows_downstream_on_the_link(cluster: Cluster) -> None:
+    """Why ``lag`` delays the downstream: the replica's WAL receiver is the link proxy's client, so
+    the WAL (primary -> replica) is downstream; a latency upstream (the replica's feedback) leaves
+    replay alone."""
+    ctx = FaultContext(cluster=cluster)
+    up = make_fault("latency", LINK, {"ms": 1500, "stream": "upstream"}, NAMES)
+    up.start(ctx)
+    try:
+        took, outcome = measure(ctx, REPLICA, timeout=5)
+    finally:
+        up.stop(ctx)
+    assert outcome == "replayed" and took < 1.5, took
+
+
 def test_a_lag_that_ends_before_the_replica_replays_is_verified(cluster: Cluster) -> None:
     ctx = FaultContext(cluster=cluster)
     fault = make_fault("lag", REPLICA, {"ms": 2000}, NAMES)
