@@ -234,3 +234,11 @@ def test_a_failed_base_backup_is_one_line() -> None:
     finally:
         subprocess.run(["rm", "-rf", str(d)], check=False)
         assert not os.path.exists(d)
+
+
+def test_other_backends_are_refused_in_one_line() -> None:
+    c = Cluster(services=("postgres",), topology=TOPO, backend="docker")
+    with pytest.raises(ClusterError, match="^postgres=replica is only built on the local backend, not 'docker'$"):
+        c.up()
+    assert marked_groups(c.dir) == []
+    c.remove()

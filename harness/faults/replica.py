@@ -92,6 +92,10 @@ class ReplicaLag(BaseFault):
                              f"(this run's servers: {', '.join(services)})")
 
     def validate(self, run: RunContext) -> None:
+        backend = getattr(run.config, "backend", "local")
+        if backend not in ("local", None):
+            raise FaultError(f"{self.kind}:{self.target} delays the replication link cachecert builds on the local "
+                             f"backend; the {backend} backend's replication does not go through its proxies")
         topo = str(getattr(run.config, "topology", "") or "")
         if "postgres=replica" not in topo:
             raise FaultError(f"{self.kind}:{self.target} needs a replica: {run.label} runs without one "
