@@ -156,6 +156,8 @@ def test_a_lag_that_ends_before_the_replica_replays_is_verified(cluster: Cluster
 def test_a_lag_that_delays_nothing_is_not_verified(cluster: Cluster) -> None:
     ok, seen = _probe(make_fault("lag", REPLICA, {"ms": 0}, NAMES), cluster)
     assert not ok and "nothing to observe" in seen
+    ok, seen = _probe(make_fault("lag", REPLICA, {"ms": 2000}, NAMES), cluster)  # never started
+    assert not ok and "replayed a marker" in seen, seen
 
 
 def test_partition_of_the_replication_link_is_verified(cluster: Cluster) -> None:
