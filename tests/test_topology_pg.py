@@ -6,6 +6,7 @@ running after ``down`` or after a replica that cannot start."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import tempfile
 import threading
@@ -244,3 +245,28 @@ def test_other_backends_are_refused_in_one_line() -> None:
         c.up()
     assert marked_groups(c.dir) == []
     c.remove()
+
+
+def test_a_base_backup_in_progress_honours_cancellation() -> None:
+    d = Path(tempfile.mkdtemp(prefix="cc-pgr-", dir="/tmp"))
+    d.chmod(0o755)
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        try:
+            r = PostgresReplica(d, free_port(), link_port=silent.getsockname()[1])
+            r.cancel = threading.Event()
+            running: list[int] = []
+
+            def cancel() -> None:
+                running.extend(marked_groups(d))  # pg_basebackup, waiting for an answer
+                r.cancel.set()  # type: ignore[union-attr]
+
+            threading.Timer(0.5, cancel).start()
+            t = time.monotonic()
+            with pytest.raises(ServiceError, match=f"^{REPLICA}: start cancelled$"):
+                r.prepare()
+            assert time.monotonic() - t < 3
+            assert len(running) == 1 and marked_groups(d) == []  # pg_basebackup was running, and was killed
+        finally:
+            subprocess.run(["rm", "-rf", str(d)], check=False)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import paths
-from harness.services.base import ServiceError, log_tail
+from harness.services.base import CLUSTER_MARK, ServiceError, log_tail
 from harness.services.local import PostgresService
 from harness.topology import Topology, TopologyError
 
@@ -67,7 +67,8 @@ class PostgresReplica(PostgresService):
         log = self.dir / "basebackup.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    user=self.run_as, start_new_session=True)
+                                    user=self.run_as, start_new_session=True,  # marked: the reaper finds it
+                                    env={**os.environ, CLUSTER_MARK: str(self.cluster_dir)})
         deadline = time.monotonic() + BASEBACKUP_TIMEOUT
         while proc.poll() is None:
             cancelled = self.cancel is not None and self.cancel.is_set()
