@@ -28,6 +28,7 @@ heal and quiescence: a cache that kept a stale replica fill disagrees with the D
 from __future__ import annotations
 
 import time
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from typing import Any
 
@@ -60,20 +61,33 @@ def setup(d: Direct) -> None:
 
 
 # -- replica-staleness ----------------------------------------------------------------------
-def _acked(kv: Any) -> list[tuple[int, float]]:
-    """(version, ack ns) of the key's acknowledged writes of known version, by version."""
-    out = [(v, w.t1) for w in kv.writes if w.type == "ok" and w.t1 != INF
-           and (v := read_version(kv, w)) is not None]
-    return sorted(out)
+class _Acks:
+    """One key's acknowledged writes of known version, indexed so that each read costs O(log n)."""
 
+    def __init__(self, kv: Any) -> None:
+        acked = sorted((v, w.t1) for w in kv.writes if w.type == "ok" and w.t1 != INF
+                       and (v := read_version(kv, w)) is not None)
+        self.versions = [v for v, _ in acked]
+        self.first_ack = [INF] * (len(acked) + 1)  # earliest ack among the writes from this version rank up
+        for i in range(len(acked) - 1, -1, -1):
+            self.first_ack[i] = min(acked[i][1], self.first_ack[i + 1])
+        by_time = sorted((t, v) for v, t in acked)
+        self.times = [t for t, _ in by_time]
+        self.top: list[int] = []  # highest version acknowledged up to each ack (by ack time)
+        for _, v in by_time:
+            self.top.append(max(v, self.top[-1]) if self.top else v)
 
-def _behind(acked: list[tuple[int, float]], vr: int, t0: float) -> tuple[float, int, int | None]:
-    """(ns behind, versions behind, newest version missed) for a read of version ``vr`` begun at ``t0``:
-    the acknowledged writes above ``vr`` that were acknowledged before ``t0``."""
-    missed = [(v, t) for v, t in acked if v > vr and t < t0]
-    if not missed:
-        return 0.0, 0, None
-    return t0 - min(t for _, t in missed), len({v for v, _ in missed}), max(v for v, _ in missed)
+    def __bool__(self) -> bool:
+        return bool(self.versions)
+
+    def behind(self, vr: int, t0: float) -> tuple[float, int, int | None]:
+        """(ns behind, versions behind, newest version missed) for a read of version ``vr`` begun at
+        ``t0``: behind the oldest acknowledgement, before ``t0``, of a write above ``vr``."""
+        since = self.first_ack[bisect_right(self.versions, vr)]
+        if since >= t0:
+            return 0.0, 0, None
+        newest = self.top[bisect_left(self.times, t0) - 1]
+        return t0 - since, max(newest - vr, 1), newest
 
 
 def check_replica_staleness(history: list[dict[str, Any]], bound_ms: float | None = None, bucket_s: float = 0.5,
@@ -88,7 +102,7 @@ def check_replica_staleness(history: list[dict[str, Any]], bound_ms: float | Non
     anomalies: list[dict[str, Any]] = []
     over = judged = 0
     for key, kv in kvs.items():
-        acked = _acked(kv)
+        acked = _Acks(kv)
         for r in kv.reads:
             if r.source != "replica" or r.is_final:
                 continue
@@ -96,7 +110,7 @@ def check_replica_staleness(history: list[dict[str, Any]], bound_ms: float | Non
             if vr is None:
                 continue
             from_replica[key].setdefault(hashable(r.value), r)
-            ns, versions, newest = _behind(acked, vr, r.t0)
+            ns, versions, newest = acked.behind(vr, r.t0)
             judged += bool(acked)
             ms = ns / 1e6
             lags_ms.append(ms)
