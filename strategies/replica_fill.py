@@ -22,12 +22,14 @@ until the next write to that key invalidates it.
                           replica has replayed that position (``pg_last_wal_replay_lsn()``), then
                           reads the replica. A fill SETs only if no write of this node to that key
                           completed since the fill began: the check and the SET, and a write's
-                          "completed" mark and its DEL, are each done under the key's lock in the node,
-                          so a fill's SET either precedes the write's DEL (which removes it) or sees
-                          the write and sets nothing. Guarantee: read-your-node's-writes — the cache never keeps a value
-                          older than a write acknowledged *by this node*. Across nodes it promises
-                          nothing: another node's write is not in this node's LSN, so with several
-                          nodes a stale replica fill can still stick (run it with ``--nodes 2``).
+                          "completed" mark and its DEL, are each done under the key's lock in the
+                          node, so a fill's SET either precedes the write's DEL (which removes it) or
+                          sees the write and sets nothing. Guarantee, for the writes of its own node
+                          only: no read that starts after such a write is acknowledged returns or
+                          caches an older value. Across nodes it promises nothing: another node's
+                          write is not in this node's LSN, so with several nodes a stale replica fill
+                          can stick for good (``--nodes 2`` under ``lag``: INVALID). Its price: a miss
+                          waits about the lag (about a third of the throughput under a 400 ms lag).
 ``version-checked-fill``  the cache holds ``{value, version}`` (the DB's per-key version). A write
                           commits, then replaces the entry with a *tombstone* of its version — unless
                           the cache already holds that version or a newer one (a Lua compare, so the
