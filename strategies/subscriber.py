@@ -238,6 +238,7 @@ class SubVersionCheck(SubPubSub):
 
 
 OFFSET_RESETS = ("earliest", "latest")
+ACKS = ("all", "1")
 
 
 class SubKafkaGroup(SubPubSub):
@@ -249,9 +250,28 @@ class SubKafkaGroup(SubPubSub):
     fresh_group: ClassVar[bool] = False
     default_reset: ClassVar[str] = "earliest"
 
+    default_acks: ClassVar[str] = "all"
+    # commit after apply, waiting for the commit (True) or not (False: a node whose group coordinator
+    # is slow or failing over keeps applying; a commit lost meanwhile only means a longer replay)
+    sync_commit: ClassVar[bool] = True
+    # join the node's group (True), or assign the partition directly and use the group only for its
+    # committed offsets (False: consuming never waits on a group coordinator; a node that lost its
+    # coordinator with a broker, then its session, rejoined as a new member and waited 10-20 s for the
+    # old member's session to expire on the new coordinator)
+    group_membership: ClassVar[bool] = True
+    default_delivery_timeout: ClassVar[float | None] = None  # None: 3 x the op timeout, at least 2 s
+
     def __init__(self, ttl: float | None = None, filler: int = 0, offset_reset: str | None = None,
-                 gate: bool | str = False, join_timeout: float = 15.0) -> None:
+                 gate: bool | str = False, join_timeout: float = 15.0, acks: str | int | None = None,
+                 delivery_timeout: float | None = None) -> None:
         super().__init__(ttl, filler)
+        # the producer's acks (``all``: every in-sync replica has the event; ``1``: the leader alone)
+        # and how long it keeps retrying an event before giving up (message.timeout.ms)
+        self.acks = self.default_acks if acks is None else str(acks)
+        if self.acks not in ACKS:
+            raise ParamError(f"acks must be one of {', '.join(ACKS)}, got {acks!r}")
+        dt = self.default_delivery_timeout if delivery_timeout is None else delivery_timeout
+        self.delivery_timeout = None if dt is None else positive({"delivery_timeout": dt}, "delivery_timeout", 0)
         self.offset_reset = self.default_reset if offset_reset is None else str(offset_reset)
         if self.offset_reset not in OFFSET_RESETS:
             raise ParamError(f"offset_reset must be one of {', '.join(OFFSET_RESETS)}, got {offset_reset!r}")
@@ -279,7 +299,9 @@ class SubKafkaGroup(SubPubSub):
         try:
             admin = AdminClient(conf)
             admin.list_topics(timeout=max(2.0, env.timeout * 2))
-            fut = admin.create_topics([NewTopic(self.topic, num_partitions=1, replication_factor=1)])[self.topic]
+            # the cluster's default replication (every broker with kafka=N); the workload may have
+            # created it already with its leader on a chosen broker (workloads/broker_loss.py)
+            fut = admin.create_topics([NewTopic(self.topic, num_partitions=1, replication_factor=-1)])[self.topic]
             try:
                 fut.result(timeout=max(5.0, env.timeout * 5))
             except KafkaException as e:
@@ -289,13 +311,24 @@ class SubKafkaGroup(SubPubSub):
             raise BusUnreachable(f"{where}: {e}") from None
         group = f"cc-{token}-n{env.node}" + (f"-{uuid.uuid4().hex[:8]}" if self.fresh_group else "")
         self.group = group
-        self.producer = Producer(conf | {"linger.ms": 0, "acks": "all",
-                                         "message.timeout.ms": int(max(2.0, env.timeout * 3) * 1000)})
+        delivery = self.delivery_timeout if self.delivery_timeout is not None else max(2.0, env.timeout * 3)
+        self.producer = Producer(conf | {"linger.ms": 0, "acks": self.acks,
+                                         "message.timeout.ms": int(delivery * 1000)})
         self.consumer = Consumer(conf | {"group.id": group, "enable.auto.commit": False,
                                          "auto.offset.reset": self.offset_reset, "session.timeout.ms": 6000,
                                          "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 50,
                                          "enable.partition.eof": False})
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign)
+        if self.group_membership:
+            self.consumer.subscribe([self.topic], on_assign=self._on_assign)
+        else:  # the committed offset (else the reset policy) is where consuming starts
+            from confluent_kafka import TopicPartition
+
+            self._on_assign(self.consumer, [TopicPartition(self.topic, 0)])
+            if self.target is None:
+                self.consumer.close()
+                raise BusUnreachable(f"node {env.node}: cannot read the offsets of {self.topic} "
+                                     f"(Kafka at {env.endpoints['kafka']})")
+            self.consumer.assign([TopicPartition(self.topic, 0, self.position)])
         self.thread = threading.Thread(target=self._consume, name=f"kafka-{env.node}", daemon=True)
         self.thread.start()
         if not self.assigned.wait(self.join_timeout):
@@ -340,7 +373,7 @@ class SubKafkaGroup(SubPubSub):
                     pipe.execute()
                     if self.stop.is_set():
                         return  # crashed mid-batch: applied, never committed (replayed next time)
-                    self.consumer.commit(asynchronous=False)  # commit only what was applied
+                    self.consumer.commit(asynchronous=not self.sync_commit)  # commit only what was applied
                 except Exception as e:  # noqa: BLE001 - not committed: replayed later, idempotently
                     log.debug("node %s: apply/commit failed: %s", self.node, e)
                     pipe = self.redis.pipeline(transaction=False)
@@ -353,14 +386,29 @@ class SubKafkaGroup(SubPubSub):
                          time.monotonic() - getattr(self, "replay_t0", time.monotonic()))
 
     def publish(self, key: str, version: int) -> None:
-        self.producer.produce(self.topic, f"{key} {version}".encode(), key=key.encode())
+        """Returns once Kafka acknowledged this event (under the producer's ``acks``); a delivery
+        error or no acknowledgement within 2 x the op timeout raises (the write is then indeterminate:
+        the DB committed, the event may still be delivered by the producer's retries)."""
+        done, errors = threading.Event(), []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+            done.set()
+
+        self.producer.produce(self.topic, f"{key} {version}".encode(), key=key.encode(), on_delivery=delivered)
         for i in range(self.filler):
             self.producer.produce(self.topic, f"other:{self.node}-{i}-{version} 1".encode())
             if i % 1000 == 999:
                 self.producer.poll(0)
+        deadline = time.monotonic() + self.env.timeout * 2
         left = self.producer.flush(self.env.timeout * 2)
-        if left:
-            raise TimeoutError(f"{left} invalidation message(s) not acknowledged by Kafka")
+        # another thread's flush may serve this event's callback: wait for it, not for the queue
+        if not done.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"invalidation {key} {version} not acknowledged by Kafka "
+                               f"({left} message(s) still queued)")
+        if errors:
+            raise RuntimeError(f"invalidation {key} {version} not delivered: {errors[0]}")
 
     def close(self) -> None:
         self.stop.set()
