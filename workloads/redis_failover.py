@@ -10,9 +10,10 @@ it until they hear of the new primary, and it drops all of that when it rejoins 
 The truth is PostgreSQL: set-up adds the commit log of write-through-db-failure (a trigger logs
 every committed (key, value, version) in ``kv_log``), and each final DB read carries it. Checkers:
 
-``failover-loss``  acknowledged writes the DB never committed, each placed in the primary epoch it
-                   was acknowledged in (the nemesis's ``primary`` records: which node the Sentinels
-                   named, and which nodes answered as master — two is a split brain) and against the
+``failover-loss``  acknowledged writes the DB never committed, each placed in the epoch it was
+                   acknowledged in (the nemesis's ``primary`` records: which node the Sentinels named,
+                   and which nodes answered as master — two is a split brain; the history does not say
+                   which node acknowledged a write, the epoch says which could have) and against the
                    fault windows; invalid when any was lost.
 ``db-truth``       the same lost writes, plus reads of values the DB never committed.
 ``durability``     the final DB state alone: keys whose last acknowledged write is not there.
@@ -93,15 +94,15 @@ def check_failover_loss(history: list[dict[str, Any]], max_anomalies: int = 50, 
     times = [t for t, _ in epochs]
     windows = [(f.start_ns, view.end_ns if f.stop_ns == INF else f.stop_ns,
                 (f.value or {}).get("name") if isinstance(f.value, dict) else None) for f in view.faults]
-    lost, by_primary, in_fault, anomalies = [], {}, 0, []
+    lost, per_epoch, in_fault, anomalies = [], [0] * (len(epochs) + 1), 0, []
     for w in acked:
         if _key(w.value) in log.get(w.key, {}):
             continue
         lost.append(w)
         i = bisect.bisect_right(times, w.t1) - 1
+        per_epoch[i] += 1  # i = -1: before the first record (the last slot)
         epoch = epochs[i][1] if i >= 0 else {}
-        primary = epoch.get("primary") or "unknown"
-        by_primary[primary] = by_primary.get(primary, 0) + 1
+        primary = epoch.get("primary") or "no quorum"
         fault = next((n for s, e, n in windows if s <= w.t1 <= e), None)
         in_fault += fault is not None
         if len(anomalies) < max_anomalies:
@@ -114,9 +115,14 @@ def check_failover_loss(history: list[dict[str, Any]], max_anomalies: int = 50, 
                                f"{where}{f', during {fault}' if fault else ''}, but PostgreSQL never committed it"})
     changes = [{"t": round(t / 1e9, 3), "primary": v.get("primary"), "masters": v.get("masters") or []}
                for t, v in epochs]
+    # which node acknowledged a write is not recorded; its epoch says who could have: the Sentinels'
+    # primary and every node answering as master then (the old one too, in a split brain)
+    by_epoch = [{**c, "lost": n} for c, n in zip(changes, per_epoch, strict=False) if n]
+    if per_epoch[-1]:
+        by_epoch.insert(0, {"t": None, "primary": None, "masters": [], "lost": per_epoch[-1]})
     out: dict[str, Any] = {
         "valid": not lost, "acknowledged": len(acked), "lost": len(lost),
-        "lost_share": round(len(lost) / len(acked), 4), "lost_by_primary": by_primary,
+        "lost_share": round(len(lost) / len(acked), 4), "lost_by_epoch": by_epoch,
         "lost_during_faults": in_fault,
         "first_lost_s": round(min(w.t1 for w in lost) / 1e9, 3) if lost else None,
         "last_lost_s": round(max(w.t1 for w in lost) / 1e9, 3) if lost else None,
@@ -126,8 +132,9 @@ def check_failover_loss(history: list[dict[str, Any]], max_anomalies: int = 50, 
         "anomalies": anomalies,
     }
     out["explanation"] = (f"{len(lost)} of {len(acked)} acknowledged writes never reached PostgreSQL"
-                          + (f" ({', '.join(f'{n} by {p}' for p, n in sorted(by_primary.items()))}; "
-                             f"{in_fault} acknowledged during a fault)" if lost else "")
+                          + (" (" + "; ".join(f"{e['lost']} while {' + '.join(e['masters']) or 'no node'} answered "
+                                              f"as master" for e in by_epoch)
+                             + f"; {in_fault} acknowledged during a fault)" if lost else "")
                           + f"; {out['failovers']} failover(s), split brain for {out['split_brain_s']:g} s")
     return out
 
