@@ -96,7 +96,7 @@ def _untouched(c: Cluster) -> None:
 
 def _run(tmp: Path, strategy: str, faults: str, cluster: Cluster | None = None, **kw: Any) -> dict[str, Any]:
     cfg = RunConfig(workload=kw.pop("workload", WT), strategy=strategy, faults=faults, reports=str(tmp),
-                    time_limit=kw.pop("time_limit", 3.0), seed=kw.pop("seed", 7), quiesce=0.5,
+                    time_limit=kw.pop("time_limit", 3.0), seed=kw.pop("seed", 7), quiesce=0.5, converge_limit=1.0,
                     checkers=kw.pop("checkers", ["db-truth", "durability"]), **kw)
     return Run(prepare(cfg), cluster=cluster, progress=False, render=False).execute()
 
@@ -208,7 +208,7 @@ def test_cli_run_and_bad_input(foreign: Cluster, tmp_path: Path, cli_env: dict[s
     # the same with the variable set: a valid run, the secret nowhere in the run directory
     env = dict(cli_env, CC_TEST_PGPASSWORD="pg-Cli-Secret-99")
     p = _cli("run", "register", "-s", "no-cache", "-t", "1", "--seed", "3", "--backend", "external", "--cluster",
-             str(good), "--no-progress", "-f", "db-latency", env=env)
+             str(good), "--no-progress", "-f", "none", env=env)
     assert p.returncode == 0, p.stderr
     hits = subprocess.run(["grep", "-rl", "pg-Cli-Secret-99", str(tmp_path / "r")], capture_output=True, text=True)
     assert hits.stdout == "" and (tmp_path / "r").exists()
