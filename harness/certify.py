@@ -168,6 +168,7 @@ class Plan:
     # app nodes among the strategies: name -> {"app": CMD} or {"app_file": PATH} (run with --app/--app-file)
     apps: dict[str, dict[str, str]] = field(default_factory=dict)
     shard: tuple[int, int] | None = None  # (I, N): run only the I-th of N slices of the matrix
+    cluster_file: str | None = None  # --cluster FILE: on the user's own servers (--backend external)
 
     def cells(self) -> list[tuple[str, str, str]]:
         """The matrix: every (strategy, workload, plan) an unsharded run runs, in its order."""
@@ -306,7 +307,8 @@ def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None)
     cells: list[Cell] = []
     if own:
         cluster = Cluster(services=tuple(s for s in ALL_SERVICES if s in services),
-                          name=f"certify-{os.getpid()}")
+                          name=f"certify-{os.getpid()}", backend="external" if plan.cluster_file else "local",
+                          cluster_file=plan.cluster_file)
         log(f"starting services: {', '.join(sorted(services))}")
         cluster.up()
     try:
@@ -321,7 +323,8 @@ def execute(plan: Plan, log: Callable[[str], None] = print, cluster: Any = None)
                             faults=pname, time_limit=plan.time_limit, concurrency=plan.concurrency,
                             nodes=plan.nodes, seed=plan.seed, reports=plan.reports, quiesce=plan.quiesce,
                             command=["cachecert", "run", wname, *how, "-f", pname], app=app.get("app"),
-                            app_file=app.get("app_file"))
+                            app_file=app.get("app_file"), cluster_file=plan.cluster_file,
+                            backend="external" if plan.cluster_file else "local")
             try:
                 prepared = prepare(cfg)
             except ConfigError as e:

@@ -129,6 +129,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     plan = C.resolve([args.strategy] if args.strategy else [], _split(args.workloads), _split(args.faults),
                      apps=apps, **_plan_opts(args))
     plan.shard = shard
+    plan.cluster_file = getattr(args, "cluster", None)  # --backend external: one namespace per certification
     strategy = plan.strategies[0]
     mine = [plan.cells()[k] for k in plan.selected()]
     head = f"certify {strategy}" + (f" shard {shard[0]}/{shard[1]}: {len(mine)} of {len(plan.cells())} runs"
@@ -287,6 +288,8 @@ def register(sub: argparse._SubParsersAction, handlers: dict[str, Any]) -> None:
     ce.add_argument("--shard", metavar="I/N",
                     help="run only the I-th of N deterministic slices of the matrix (cells with index %% N "
                          "== I-1) and write a partial certificate for `certify merge`")
+    ce.add_argument("--cluster", metavar="FILE",
+                    help="certify on your own servers (the external backend): the cluster file")
     ce.add_argument("--out", metavar="DIR",
                     help="write the certificate here (default: reports/certify/<strategy>/<timestamp>)")
     handlers["certify"] = cmd_certify

@@ -343,3 +343,15 @@ def test_namespaced_redis_connection(foreign: Cluster) -> None:
         assert clear(r) == 1 and plain.get("someone-else:key") == b"keep me"
     finally:
         unregister(ep)
+
+
+def test_certify_on_the_external_cluster(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
+    from harness import certify as C
+
+    _plant(foreign)
+    plan = C.resolve(["no-cache"], ["register"], ["none", "db-down"], time_limit=1.5, seed=5, quiesce=0.3,
+                     reports=str(tmp_path))
+    plan.cluster_file = str(_file(tmp_path, foreign))
+    cells = C.execute(plan, log=lambda m: None)
+    assert [(c.plan, c.valid) for c in cells] == [("none", True), ("db-down", True)], [c.error for c in cells]
+    _untouched(foreign)
