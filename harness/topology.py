@@ -9,7 +9,10 @@ what fault targets, endpoints and reports use:
     redis=single     redis
     redis=replica    redis (primary), redis-replica (async replica)
     redis=sentinel   redis, redis-2, redis-3 (one primary, two replicas), sentinel-1..3;
-                     redis-primary names whichever of them is the primary when a fault starts
+                     redis-primary names whichever of them is the primary when a fault starts;
+                     links redis.cluster, redis-2.cluster, redis-3.cluster: each node's cluster
+                     side, carrying every Sentinel and replica connection to it (a partition there
+                     is a split brain; harness/services/redis_ha.py)
     postgres=replica postgres (primary), postgres-replica (hot standby, streaming replication)
     kafka=N          kafka, kafka-2 .. kafka-N (KRaft, every broker also a controller)
     min_isr=M        min.insync.replicas of the topics (kafka=N only; default 1)
