@@ -31,11 +31,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     from harness.cluster import ALL_SERVICES, Cluster, list_clusters
     from harness.lifecycle import graceful_signals
 
-    if args.services is None:  # external: the cluster file's services
-        from harness.services.external import load_cluster_file
+    if args.backend == "external" and args.cluster:  # a mistake in the file: one line, before anything starts
+        from harness.clusterfile import ClusterFileError, load
 
-        args.services = ",".join(load_cluster_file(args.cluster).services()) if args.backend == "external" and \
-            args.cluster else "redis,postgres,kafka"
+        try:
+            args.services = args.services or ",".join(load(args.cluster).services())
+        except ClusterFileError as e:
+            raise UsageError(str(e)) from None
+    args.services = args.services or "redis,postgres,kafka"
     services = tuple(s.strip() for s in args.services.split(",") if s.strip())
     bad = [s for s in services if s not in ALL_SERVICES]
     if bad or not services:

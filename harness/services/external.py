@@ -74,6 +74,7 @@ class ExternalService:
         self.killed = False
         self.namespaced = False  # the schema exists / keys may: teardown removes them
         self.started = False
+        self.closing = False  # the cluster is coming down: never kill, a failed resume is only logged
         self.cancel = None
 
     # -- addresses ---------------------------------------------------------------------------
@@ -152,10 +153,12 @@ class ExternalService:
         """Never stops a server of the user's; only undoes a pause of ours."""
         try:
             self.resume()
-        except ServiceError:
+        except Exception:  # noqa: BLE001 - logged by _run; stopping must not escalate to kill
             pass
 
     def kill(self) -> None:
+        if self.closing:  # Cluster.down kills what failed to stop: not a server of the user's
+            return
         self._run("kill")
         self.killed = True
 
@@ -165,7 +168,12 @@ class ExternalService:
 
     def resume(self) -> None:
         if self.paused:
-            self._run("resume")
+            try:
+                self._run("resume")
+            except Exception:
+                if not self.closing:
+                    raise
+                return  # logged; the cluster's teardown goes on (and must not kill instead)
             self.paused = False
 
     def restart(self, kill: bool = False) -> None:
@@ -333,6 +341,9 @@ def teardown(cluster: Any) -> list[str]:
     Returns what could not be removed (logged by the caller; the namespace name says whose it is)."""
     problems: list[str] = []
     for svc in list(cluster.svc.values()):
+        if isinstance(svc, ExternalService):
+            svc.closing = True
+            svc.resume()  # a server still paused would hold the clean-up (a failed resume is logged)
         if not isinstance(svc, ExternalService) or not svc.namespaced:
             continue
         try:
