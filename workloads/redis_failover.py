@@ -133,7 +133,7 @@ def check_failover_loss(history: list[dict[str, Any]], max_anomalies: int = 50, 
     }
     out["explanation"] = (f"{len(lost)} of {len(acked)} acknowledged writes never reached PostgreSQL"
                           + (" (" + "; ".join(f"{e['lost']} while {' + '.join(e['masters']) or 'no node'} answered "
-                                              f"as master" for e in by_epoch)
+                                              f"as master, Sentinels naming {e['primary'] or 'none'}" for e in by_epoch)
                              + f"; {in_fault} acknowledged during a fault)" if lost else "")
                           + f"; {out['failovers']} failover(s), split brain for {out['split_brain_s']:g} s")
     return out
