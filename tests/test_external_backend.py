@@ -29,6 +29,7 @@ from core.namespace import NamespaceError, PrefixedSSLConnection, clear
 from harness.cluster import Cluster, list_clusters
 from harness.clusterfile import ClusterFileError, load
 from harness.runner import ConfigError, Run, RunConfig, prepare
+from harness.services import ServiceError
 from harness.services.base import reap_pidfile
 
 REPO = Path(__file__).resolve().parents[1]
@@ -355,3 +356,64 @@ def test_certify_on_the_external_cluster(foreign: Cluster, tmp_path: Path, pgpas
     cells = C.execute(plan, log=lambda m: None)
     assert [(c.plan, c.valid) for c in cells] == [("none", True), ("db-down", True)], [c.error for c in cells]
     _untouched(foreign)
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A TLS-only Redis with a certificate for ``localhost`` only (no IP address in it), signed by a
+    throw-away CA: a client that checked it against the proxy's 127.0.0.1 would fail."""
+    d = tmp_path / "tls"
+    d.mkdir()
+
+    def ssl_(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ssl_("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+         "-subj", "/CN=cachecert-test-ca")
+    ssl_("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=localhost")
+    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost\n")
+    ssl_("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "srv.pem",
+         "-days", "2", "-extfile", "ext.cnf")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                             "--tls-cert-file", "srv.pem", "--tls-key-file", "srv.key", "--tls-ca-cert-file", "ca.pem",
+                             "--tls-auth-clients", "no", "--save", "", "--appendonly", "no"], cwd=d,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                import time
+
+                time.sleep(0.05)
+        yield port, d / "ca.pem"
+    finally:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_tls_redis_through_the_proxy(foreign: Cluster, tmp_path: Path, pgpass: str,
+                                     tls_redis: tuple[int, Path]) -> None:
+    port, ca = tls_redis
+    pp = _ports(foreign)[1]
+    f = tmp_path / "tls.toml"
+    f.write_text(f'[redis]\nurl = "rediss://localhost:{port}"\nca_file = "{ca}"\n\n'
+                 f'[postgres]\nurl = "postgresql://postgres:${{CC_TEST_PGPASSWORD}}@127.0.0.1:{pp}/postgres"\n')
+    res = _run(tmp_path / "ok", "cache-aside", "none", workload="register", time_limit=1.5, backend="external",
+               cluster_file=str(f), checkers=["durability"])
+    assert not res.get("error") and res["counts"]["ok"] > 50
+    hist = (Path(res["run_dir"]) / "history.jsonl").read_text()
+    assert '"source": "cache"' in hist or '"source":"cache"' in hist  # reads served by the TLS Redis
+    # the check is on: a name the certificate does not carry fails at start, one line
+    f.write_text(f.read_text().replace(f'ca_file = "{ca}"', f'ca_file = "{ca}"\nserver_hostname = "cache.example"'))
+    with pytest.raises(ServiceError, match=r"^redis: external endpoint localhost:\d+ does not accept the connection: "
+                                           r".*certificate is not valid for 'cache.example'"):
+        _run(tmp_path / "bad", "cache-aside", "none", workload="register", time_limit=1.0, backend="external",
+             cluster_file=str(f), checkers=["durability"])
+    # plain-protocol probes cannot verify a fault against a TLS-only server: refused up front
+    with pytest.raises(ConfigError, match=r"kill:redis: redis is TLS-only in tls.toml"):
+        prepare(RunConfig(workload="register", faults="redis-kill", backend="external", cluster_file=str(f)))

@@ -25,6 +25,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import replace
@@ -118,7 +119,7 @@ class ExternalService:
             raise
         except Exception as e:  # noqa: BLE001 - one line naming the server
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ServiceError(f"{self.name}: external endpoint {s.address} refused the connection: {first}") from None
+            raise ServiceError(f"{self.name}: external endpoint {s.address} does not accept the connection: {first}") from None
 
     def _check_access(self) -> None:
         if self.protocol == "redis":
@@ -185,13 +186,28 @@ class ExternalService:
         self.wait_healthy()
 
     def healthy(self) -> bool:
-        """The server answers a protocol request (any answer: an auth error is an answer)."""
+        """The server answers a protocol request (any answer: an auth error is an answer); a
+        TLS-only Redis or Kafka resets plain requests, so for those a completed TLS handshake."""
+        if self.server.tls and self.protocol != "postgres":
+            return self._tls_handshake()
         try:
             with socket.create_connection((self.server.host, self.server.port), timeout=1.0) as sock:
                 sock.settimeout(1.0)
                 sock.sendall(_request(self.protocol))
                 return bool(sock.recv(64))
         except OSError:
+            return False
+
+    def _tls_handshake(self) -> bool:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False  # liveness only: the clients check the certificate
+        ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection((self.server.host, self.server.port), timeout=1.0) as sock:
+                sock.settimeout(1.0)
+                with ctx.wrap_socket(sock, server_hostname=self.server.server_hostname or self.server.host):
+                    return True
+        except (OSError, ssl.SSLError):
             return False
 
     def running(self) -> bool:
@@ -388,6 +404,12 @@ def refusal(cf: ClusterFile, workload: Any, schedule: list[Any], cfg: Any) -> st
             return f"{cf.path}: no [{name}] section, and workload {workload.name} needs {name}"
     for s in schedule:
         f = s.fault
+        tls = cf.servers.get(f.target.partition(".")[0])
+        if tls is not None and tls.tls and tls.name in ("redis", "kafka"):
+            # the probes speak the plain protocol: a TLS-only server resets them alive or dead, so a
+            # kill (or a reset) would look verified when nothing happened
+            return (f"{f.kind}:{f.target}: {tls.name} is TLS-only in {cf.path.name}, and fault probes speak the plain "
+                    "protocol (they cannot tell a fault from none); not available")
         if getattr(f, "targets", "") != "service":
             continue
         server = cf.servers.get(f.target)
