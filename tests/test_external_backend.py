@@ -417,3 +417,23 @@ def test_tls_redis_through_the_proxy(foreign: Cluster, tmp_path: Path, pgpass: s
     # plain-protocol probes cannot verify a fault against a TLS-only server: refused up front
     with pytest.raises(ConfigError, match=r"kill:redis: redis is TLS-only in tls.toml"):
         prepare(RunConfig(workload="register", faults="redis-kill", backend="external", cluster_file=str(f)))
+
+
+def test_redis_found_through_sentinel(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
+    from harness.topology import Topology
+
+    with Cluster(services=("redis",), name=f"foreign-sentinel-{os.getpid()}", topology=Topology(redis="sentinel")) as s:
+        sentinel = s.direct["sentinel-1"]
+        f = tmp_path / "sentinel.toml"
+        f.write_text(f'[redis]\nsentinels = ["127.0.0.1:1", "{sentinel}"]\nmaster = "mymaster"\n\n'
+                     f'[postgres]\nurl = "postgresql://postgres:${{CC_TEST_PGPASSWORD}}@127.0.0.1:{_ports(foreign)[1]}'
+                     '/postgres"\n')
+        res = _run(tmp_path, "cache-aside", "none", workload="register", time_limit=1.5, backend="external",
+                   cluster_file=str(f), checkers=["durability"])
+        assert not res.get("error") and res["counts"]["ok"] > 50
+        hist = (Path(res["run_dir"]) / "history.jsonl").read_text()
+        assert '"source": "cache"' in hist or '"source":"cache"' in hist  # fills were SET: the primary
+        primary = redis.Redis(port=int(s.direct["redis"].rpartition(":")[2]))
+        assert not [k for k in primary.keys("*") if k.startswith(b"cc_")]  # wrote there, and cleaned up
+        log = (Path(res["run_dir"]) / "harness.log").read_text()
+        assert "namespace is cc_" in log
