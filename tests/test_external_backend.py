@@ -437,3 +437,35 @@ def test_redis_found_through_sentinel(foreign: Cluster, tmp_path: Path, pgpass: 
         assert not [k for k in primary.keys("*") if k.startswith(b"cc_")]  # wrote there, and cleaned up
         log = (Path(res["run_dir"]) / "harness.log").read_text()
         assert "namespace is cc_" in log
+
+
+def test_commands_checked_timed_masked_and_never_kill_at_teardown(foreign: Cluster, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from harness.clusterfile import Server
+    from harness.services.external import ExternalService
+
+    monkeypatch.setenv("CC_TEST_TOKEN", "tok-Secret-5")
+    server = Server("redis", "127.0.0.1", _ports(foreign)[0], timeout=0.5, commands={
+        "kill": f"touch {tmp_path / 'killed'}", "pause": "echo using ${CC_TEST_TOKEN}; exit 0",
+        "resume": "echo no; exit 3", "restart": "sleep 30"})
+    svc = ExternalService(server, tmp_path, "cc_unit", 1)
+    svc.pause()
+    with pytest.raises(ServiceError, match=r"^redis: resume command exited 3: no$"):
+        svc.resume()
+    t = time.monotonic()
+    with pytest.raises(ServiceError, match=r"^redis: restart command timed out after 0.5 s$"):
+        svc.restart()
+    assert time.monotonic() - t < 5
+    svc.closing = True  # Cluster.down: a failed resume is logged, and what "failed to stop" is never killed
+    svc.stop()
+    svc.kill()
+    assert not (tmp_path / "killed").exists()
+    assert svc.log_path is not None
+    log = svc.log_path.read_text()
+    assert "using ${CC_TEST_TOKEN}" in log and "tok-Secret-5" not in log and "resume: echo no; exit 3 -> exit 3" in log
+    missing = ExternalService(Server("redis", "127.0.0.1", 1, commands={"kill": "kill ${CC_NOT_SET_ANYWHERE}"}),
+                              tmp_path, "cc_unit", 1)
+    with pytest.raises(ServiceError, match="environment variable CC_NOT_SET_ANYWHERE is not set"):
+        missing.kill()
