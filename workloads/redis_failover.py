@@ -158,12 +158,12 @@ WORKLOAD = Workload(
         "none": "",
         # the primary cut off from Sentinels and replicas: clients keep writing to it until they hear of
         # the new primary (split brain), then it rejoins as a replica and drops what it took
-        "failover": "failover:redis:how=partition@15%+50%",
+        "failover": "failover:redis:how=partition@10%+60%",
         # the primary dies: what it acknowledged and had not replicated is gone. On loopback the stream
         # is microseconds behind (and bytes a proxy holds are still delivered): runs lose next to nothing
-        "failover-kill": "failover:redis:how=kill@15%+50%",
+        "failover-kill": "failover:redis:how=kill@10%+60%",
         # the same cut as a plain proxy fault on the alias: no wait for the promotion, no rejoin wait
-        "split-brain": "partition:redis-primary@15%+50%",
+        "split-brain": "partition:redis-primary@10%+60%",
     },
     default_plan="failover",
     fault_menu=["failover:redis:how=partition", "failover:redis:how=kill", "partition:redis-primary",
