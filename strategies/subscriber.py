@@ -323,7 +323,11 @@ class SubKafkaGroup(SubPubSub):
         else:  # the committed offset (else the reset policy) is where consuming starts
             from confluent_kafka import TopicPartition
 
+            deadline = time.monotonic() + self.join_timeout
             self._on_assign(self.consumer, [TopicPartition(self.topic, 0)])
+            while self.target is None and time.monotonic() < deadline:  # e.g. a coordinator moving
+                time.sleep(0.2)
+                self._on_assign(self.consumer, [TopicPartition(self.topic, 0)])
             if self.target is None:
                 self.consumer.close()
                 raise BusUnreachable(f"node {env.node}: cannot read the offsets of {self.topic} "
