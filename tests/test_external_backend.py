@@ -469,3 +469,22 @@ def test_commands_checked_timed_masked_and_never_kill_at_teardown(foreign: Clust
                               tmp_path, "cc_unit", 1)
     with pytest.raises(ServiceError, match="environment variable CC_NOT_SET_ANYWHERE is not set"):
         missing.kill()
+
+
+# register: Redis down for the second half; cache-aside's DEL after a commit is lost and the old
+# value stays cached (positive control), versioned CAS holds (negative): both backends, same seeds
+@pytest.mark.parametrize("strategy, valid", [("cache-aside", False), ("versioned-cas", True)])
+def test_register_same_verdicts_as_embedded(foreign: Cluster, tmp_path: Path, pgpass: str, strategy: str,
+                                            valid: bool) -> None:
+    kw: dict[str, Any] = dict(workload="register", time_limit=2.0, rate=100, concurrency=4, seed=11,
+                              params={"ttl": 5}, checkers=["versions", "durability"])
+    emb = _run(tmp_path / "emb", strategy, "down:redis@50%+50%", cluster=foreign, **kw)
+    _plant(foreign)
+    ext = _run(tmp_path / "ext", strategy, "down:redis@50%+50%", backend="external",
+               cluster_file=str(_file(tmp_path, foreign)), **kw)
+    for res in (emb, ext):
+        _verified(res)
+        assert res["valid"] is valid and res["checkers"]["versions"]["valid"] is valid, res["checkers"]["versions"]
+        count = res["checkers"]["versions"]["anomaly_count"]
+        assert count == 0 if valid else count > 0  # seed 11 gave 9 stale reads on both backends
+    _untouched(foreign)
