@@ -66,17 +66,36 @@ class CacheFirst(WriteBehind):
         self._thread = threading.Thread(target=self._sync_loop, name=f"cache-first-flush-{env.node}", daemon=True)
         self._thread.start()
 
-    def _append(self, key: str, value: Any) -> int:
+    wait_ms: int = 0  # cache-first-wait: WAIT 1 wait_ms on the write's own connection
+
+    def write(self, key: str, value: Any) -> dict[str, Any]:
+        """One pipeline, so one connection: the write script, CLIENT INFO (its ``laddr`` is the
+        server's own port: which node acknowledged the write, ``acked_by``; the history's ``primary``
+        records map ports to node names) and, with ``wait_ms``, WAIT (which counts the replicas that
+        have every write of *this* connection: on another one it would vouch for nothing)."""
         item = json.dumps({"key": key, "value": value}, separators=(",", ":"))
+        pipe = self.redis.pipeline(transaction=False)
+        self._write(keys=[self.ck(key), self.queue], args=[encode(value, None), item, self.ttl_ms or 0], client=pipe)
+        pipe.execute_command("CLIENT", "INFO")
+        if self.wait_ms:
+            pipe.execute_command("WAIT", 1, self.wait_ms)
         try:
-            return int(self._write(keys=[self.ck(key), self.queue], args=[encode(value, None), item, self.ttl_ms or 0]))
+            backlog, info, *waited = pipe.execute()
         except redis.RedisError as e:
             if _definite(e):
                 raise DefiniteFailure(f"Redis: {e}") from None
             raise
-
-    def write(self, key: str, value: Any) -> dict[str, Any]:
-        return {"backlog": self._append(key, value)}
+        out: dict[str, Any] = {"backlog": int(backlog)}
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        laddr = next((f[len("laddr="):] for f in text.split() if f.startswith("laddr=")), None)
+        if laddr:
+            out["acked_by"] = laddr
+        if waited:
+            if int(waited[0]) < 1:  # on the primary, on no replica: it may survive or not
+                raise TimeoutError(f"WAIT 1 {self.wait_ms}: no replica acknowledged the write "
+                                   f"(on {laddr or 'the primary'})")
+            out["replicas"] = int(waited[0])
+        return out
 
     def read(self, key: str) -> dict[str, Any]:
         try:
@@ -94,13 +113,6 @@ class CacheFirstWait(CacheFirst):
                  prefix: str | None = None) -> None:
         super().__init__(ttl=ttl, interval=interval, batch=batch, prefix=prefix)
         self.wait_ms = integer(wait_ms, "wait_ms", 1)
-
-    def write(self, key: str, value: Any) -> dict[str, Any]:
-        backlog = self._append(key, value)
-        replicas = int(self.redis.execute_command("WAIT", 1, self.wait_ms))
-        if replicas < 1:  # on the primary, on no replica: it may survive or not
-            raise TimeoutError(f"WAIT 1 {self.wait_ms}: no replica acknowledged the write")
-        return {"backlog": backlog, "replicas": replicas}
 
 
 class WriteThroughPgFirst:

@@ -57,6 +57,7 @@ def test_cache_first_loses_acknowledged_writes_across_a_failover(tmp_path: Path)
     # every lost write was acknowledged while the old primary still answered as master
     assert all(old in e["masters"] for e in loss["lost_by_epoch"]), loss["lost_by_epoch"]
     assert sum(e["lost"] for e in loss["lost_by_epoch"]) == loss["lost"]
+    assert loss["lost_by_node"] == {old: loss["lost"]}  # the node's own word (CLIENT INFO laddr): the old primary
     assert {a["type"] for a in loss["anomalies"]} == {"lost-write"}
     assert "PostgreSQL never committed it" in loss["anomalies"][0]["explanation"]
     truth = res["checkers"]["db-truth"]
@@ -88,8 +89,8 @@ def _op(i: int, t: float, process: Any, type_: str, f: str, key: Any, value: Any
             "value": value, **kw}
 
 
-def _primary(i: int, t: float, primary: str | None, masters: list[str]) -> dict[str, Any]:
-    return _op(i, t, "nemesis", "info", "primary", None, {"primary": primary, "masters": masters, "votes": {}})
+def _primary(i: int, t: float, primary: str | None, masters: list[str], **kw: Any) -> dict[str, Any]:
+    return _op(i, t, "nemesis", "info", "primary", None, {"primary": primary, "masters": masters, "votes": {}, **kw})
 
 
 def _final(i: int, t: float, key: str, committed: list[list[Any]]) -> list[dict[str, Any]]:
@@ -102,10 +103,10 @@ FAULT = {"fault": "failover", "target": "redis", "name": "failover(redis, how=pa
 
 
 def _history(committed: list[list[Any]]) -> list[dict[str, Any]]:
-    return [_primary(0, 0.0, "redis", ["redis"]),
+    return [_primary(0, 0.0, "redis", ["redis"], nodes={"redis": "127.0.0.1:7001", "redis-2": "127.0.0.1:7002"}),
             _op(1, 0.1, 0, "invoke", "write", "k", 1), _op(2, 0.2, 0, "ok", "write", "k", 1),
             _op(3, 1.0, "nemesis", "info", "start", None, FAULT),
-            _op(4, 1.1, 0, "invoke", "write", "k", 2), _op(5, 1.2, 0, "ok", "write", "k", 2),
+            _op(4, 1.1, 0, "invoke", "write", "k", 2), _op(5, 1.2, 0, "ok", "write", "k", 2, acked_by="127.0.0.1:7001"),
             _primary(6, 2.0, "redis", ["redis", "redis-2"]),
             _op(7, 2.5, 1, "invoke", "write", "k", 3), _op(8, 2.6, 1, "info", "write", "k", 3),
             _primary(9, 3.0, "redis-2", ["redis", "redis-2"]),
@@ -119,11 +120,11 @@ def test_failover_loss_flags_an_acknowledged_write_the_db_never_committed() -> N
     r = check_failover_loss(_history([[1, 1], [4, 2]]))  # write 2 was acknowledged by the old primary, then lost
     assert r["valid"] is False and r["lost"] == 1 and r["acknowledged"] == 3
     assert r["lost_by_epoch"] == [{"t": 0.0, "primary": "redis", "masters": ["redis"], "lost": 1}]
-    assert r["lost_during_faults"] == 1
+    assert r["lost_during_faults"] == 1 and r["lost_by_node"] == {"redis": 1}
     assert r["failovers"] == 1 and r["split_brain_s"] == pytest.approx(3.0)
     a = r["anomalies"][0]
     assert a["type"] == "lost-write" and a["ops"] == [4, 5]
-    assert "while the Sentinels named redis" in a["explanation"] and "during failover(redis" in a["explanation"]
+    assert "acknowledged by redis at 1.200 s while the Sentinels named redis" in a["explanation"] and "during failover(redis" in a["explanation"]
 
 
 def test_failover_loss_passes_when_every_acknowledged_write_was_committed() -> None:
@@ -148,3 +149,17 @@ def test_refusals_are_one_line() -> None:
     p = prepare(RunConfig(workload=WL, time_limit=8))
     assert p.topology.redis == "sentinel" and p.strategy_name == "cache-first"
     assert p.schedule[0].fault.kind == "failover" and p.schedule[0].fault.params == {"how": "partition"}
+
+
+def test_the_report_draws_which_node_was_primary_when(tmp_path: Path) -> None:
+    import orjson
+
+    from harness.report.primary import section
+
+    assert section(tmp_path) == ""  # no history: no section
+    lines = [orjson.dumps(op) for op in _history([[1, 1]])]
+    (tmp_path / "history.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    html = section(tmp_path, 6.0)
+    assert 'id="primary-band"' in html and 'id="primary"' in html
+    assert "split brain: redis + redis-2 (Sentinels: redis)" in html and "split brain: redis + redis-2 (Sentinels: redis-2)" in html
+    assert html.count("<tr>") == 1 + 4  # header + one row per change

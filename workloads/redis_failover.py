@@ -13,7 +13,8 @@ every committed (key, value, version) in ``kv_log``), and each final DB read car
 ``failover-loss``  acknowledged writes the DB never committed, each placed in the epoch it was
                    acknowledged in (the nemesis's ``primary`` records: which node the Sentinels named,
                    and which nodes answered as master — two is a split brain; the history does not say
-                   which node acknowledged a write, the epoch says which could have) and against the
+                   which node acknowledged a write, the epoch says which could have; a strategy that
+                   reports ``acked_by``, the server's own address, says which did) and against the
                    fault windows; invalid when any was lost.
 ``db-truth``       the same lost writes, plus reads of values the DB never committed.
 ``durability``     the final DB state alone: keys whose last acknowledged write is not there.
@@ -92,13 +93,19 @@ def check_failover_loss(history: list[dict[str, Any]], max_anomalies: int = 50, 
         return nothing_to_judge("no acknowledged writes")
     epochs = _epochs(view.nemesis)
     times = [t for t, _ in epochs]
+    names = {addr: n for _, v in epochs for n, addr in (v.get("nodes") or {}).items()}
     windows = [(f.start_ns, view.end_ns if f.stop_ns == INF else f.stop_ns,
                 (f.value or {}).get("name") if isinstance(f.value, dict) else None) for f in view.faults]
     lost, per_epoch, in_fault, anomalies = [], [0] * (len(epochs) + 1), 0, []
+    by_node: dict[str, int] = {}  # the node that acknowledged it, when the strategy reports ``acked_by``
     for w in acked:
         if _key(w.value) in log.get(w.key, {}):
             continue
         lost.append(w)
+        acker = (w.comp or {}).get("acked_by")
+        if acker:
+            node = names.get(acker, acker)
+            by_node[node] = by_node.get(node, 0) + 1
         i = bisect.bisect_right(times, w.t1) - 1
         per_epoch[i] += 1  # i = -1: before the first record (the last slot)
         epoch = epochs[i][1] if i >= 0 else {}
@@ -109,9 +116,10 @@ def check_failover_loss(history: list[dict[str, Any]], max_anomalies: int = 50, 
             masters = epoch.get("masters") or []
             where = (f"while the Sentinels named {primary} and {', '.join(masters)} answered as master"
                      + (" (split brain)" if len(masters) >= 2 else "") if epoch else "(no primary records)")
+            by = f" by {names.get(acker, acker)}" if acker else ""
             anomalies.append({
                 "type": "lost-write", "key": w.key, "ops": [w.index, w.cindex],
-                "explanation": f"write of {w.value!r} to {w.key} was acknowledged at {w.t1 / 1e9:.3f} s "
+                "explanation": f"write of {w.value!r} to {w.key} was acknowledged{by} at {w.t1 / 1e9:.3f} s "
                                f"{where}{f', during {fault}' if fault else ''}, but PostgreSQL never committed it"})
     changes = [{"t": round(t / 1e9, 3), "primary": v.get("primary"), "masters": v.get("masters") or []}
                for t, v in epochs]
@@ -122,7 +130,7 @@ def check_failover_loss(history: list[dict[str, Any]], max_anomalies: int = 50, 
         by_epoch.insert(0, {"t": None, "primary": None, "masters": [], "lost": per_epoch[-1]})
     out: dict[str, Any] = {
         "valid": not lost, "acknowledged": len(acked), "lost": len(lost),
-        "lost_share": round(len(lost) / len(acked), 4), "lost_by_epoch": by_epoch,
+        "lost_share": round(len(lost) / len(acked), 4), "lost_by_epoch": by_epoch, "lost_by_node": by_node,
         "lost_during_faults": in_fault,
         "first_lost_s": round(min(w.t1 for w in lost) / 1e9, 3) if lost else None,
         "last_lost_s": round(max(w.t1 for w in lost) / 1e9, 3) if lost else None,
@@ -132,6 +140,8 @@ def check_failover_loss(history: list[dict[str, Any]], max_anomalies: int = 50, 
         "anomalies": anomalies,
     }
     out["explanation"] = (f"{len(lost)} of {len(acked)} acknowledged writes never reached PostgreSQL"
+                          + (f", acknowledged by {', '.join(f'{n}: {c}' for n, c in sorted(by_node.items()))}"
+                             if by_node else "")
                           + (" (" + "; ".join(f"{e['lost']} while {' + '.join(e['masters']) or 'no node'} answered "
                                               f"as master, Sentinels naming {e['primary'] or 'none'}" for e in by_epoch)
                              + f"; {in_fault} acknowledged during a fault)" if lost else "")

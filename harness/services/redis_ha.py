@@ -258,7 +258,8 @@ def wait_for(pred: Any, timeout: float, interval: float = 0.1) -> bool:
 class PrimaryWatch:
     """Polls who is primary (the Sentinels' quorum answer, and which nodes answer ROLE as master)
     every ``interval`` s, directly, and calls ``note(value)`` with the first view and each change:
-    ``{"primary": NODE|None, "masters": [NODE...], "votes": {sentinel: NODE|None}}``. Two masters
+    ``{"primary": NODE|None, "masters": [NODE...], "votes": {sentinel: NODE|None}}``, the first one
+    also with ``nodes`` (node -> its own address, what a server reports as its ``laddr``). Two masters
     is a split brain; ``primary`` None is a failover in progress (no quorum)."""
 
     def __init__(self, cluster: Any, note: Any, interval: float = 0.25) -> None:
@@ -303,6 +304,8 @@ class PrimaryWatch:
         view = {"primary": agreed_primary(votes), "masters": ms, "votes": votes}
         key = (view["primary"], tuple(ms))
         if key != self._last:
+            if self._last is None:  # the first record also says which server address is which node
+                view["nodes"] = {n: self.cluster.direct[n] for n in redis_nodes(self.cluster)}
             self._last = key
             self.changes.append(view)
             self.note(view)
