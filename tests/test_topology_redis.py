@@ -6,6 +6,7 @@ watch, refusals, and nothing left running after ``down``."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -237,6 +238,20 @@ def test_replica_topology_and_nothing_left_running() -> None:
         assert redis_ha.wait_for(lambda: r.get("x") == b"1", 5)
         with pytest.raises(redis.ReadOnlyError):
             r.set("x", "2")
+        # the replication link is a proxy like any other: a partition there stops replication only
+        f = make_fault("partition", "redis.replica", {}, Topology(redis="replica").names(("redis",)))
+        ctx, window = _ctx(c)
+        f.start(ctx)
+        try:
+            w.set("x", "3")  # the primary still takes writes...
+            time.sleep(0.5)
+            assert r.get("x") == b"1"  # ...the replica does not see them
+        finally:
+            window.end()
+            f.stop(ctx)
+        c.toxiproxy.set_enabled("redis.replica", False)  # drop the black-holed link: the replica reconnects
+        c.toxiproxy.set_enabled("redis.replica", True)
+        assert redis_ha.wait_for(lambda: r.get("x") == b"3", 15)
         w.close()
         r.close()
         pids = [svc.proc.pid for svc in c.svc.values() if svc.proc is not None]  # type: ignore[attr-defined]

@@ -156,6 +156,7 @@ WORKLOAD = Workload(
     strategies=STRATEGIES,
     default_strategy="cache-first",
     topology="redis=sentinel",
+    app_note="an app node is given one Redis address (REDIS_URL), not the Sentinels it would need to follow a failover",
     keys=8,
     mix={"read": 0.5, "write": 0.5},
     time_limit=8.0,
