@@ -443,6 +443,10 @@ def down_all(state: Path | None = None, force: bool = False) -> list[tuple[str, 
             from harness.services.docker import sweep
 
             n += sweep(rec["id"])
+        if rec.get("backend") == "external":  # a killed run's namespace on the user's servers
+            from harness.services.external import reap_namespace
+
+            reap_namespace(d)
         shutil.rmtree(d, ignore_errors=True)
         done.append((rec["id"], n))
     from harness.services.docker import sweep_orphans

@@ -176,8 +176,13 @@ def reap(cluster_dir: Path, cluster_id: str, backend: str, pid: int, start: int 
             from harness.services.docker import sweep
 
             containers = sweep(cluster_id)
+        namespace = ""
+        if backend == "external":  # the dead run's keys and schema on the user's servers
+            from harness.services.external import reap_namespace
+
+            namespace = reap_namespace(cluster_dir)
         shutil.rmtree(cluster_dir, ignore_errors=True)
-    return f"killed {groups} process group(s), removed {containers} container(s) and {cluster_dir}"
+    return f"killed {groups} process group(s), removed {containers} container(s) and {cluster_dir}{namespace}"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -6,18 +6,20 @@ the cluster file parser, the namespaced Redis connection, the TLS client setting
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import _external
 import pytest
 import redis
-from _external import REPO, _file, _plant, _ports, _untouched
+from _external import REPO, _file, _pg, _plant, _ports, _untouched
 
 from core.access import Access, AccessError, expand, register, unregister
 from core.clients import redis_client, subscribe_confirmed
@@ -50,12 +52,14 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    state = Path(tempfile.mkdtemp(prefix="cachecert-ext-", dir="/tmp"))
+def cli_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    state = Path(tempfile.mkdtemp(prefix="cachecert-ext-", dir="/tmp"))  # its own clusters only
     state.chmod(0o755)
     (tmp_path / "state").symlink_to(state)
     env = {k: v for k, v in os.environ.items() if k != "CC_TEST_PGPASSWORD"}
-    return dict(env, CACHECERT_STATE_DIR=str(state), CACHECERT_REPORTS=str(tmp_path / "r"))
+    yield dict(env, CACHECERT_STATE_DIR=str(state), CACHECERT_REPORTS=str(tmp_path / "r"))
+    if not [c for c in list_clusters(state) if c["running"]]:
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _nothing_running(env: dict[str, str]) -> None:
@@ -252,3 +256,42 @@ def test_tls_client_keeps_the_server_hostname(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("CC_TLS_PW")
     with pytest.raises(AccessError, match="CC_TLS_PW is not set"):
         expand("${CC_TLS_PW}")
+
+
+def test_a_sigkilled_run_leaves_no_namespace(foreign: Cluster, tmp_path: Path, cli_env: dict[str, str]) -> None:
+    """The run's reaper (it inherited the run's environment: the ${VAR} credentials) removes the
+    dead run's keys and schema, and stops its Toxiproxy."""
+    import signal
+    import time
+
+    _plant(foreign)
+    env = dict(cli_env, CC_TEST_PGPASSWORD="x")
+    p = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "register", "-s", "cache-aside", "-t", "60",
+                          "--backend", "external", "--cluster", str(_file(tmp_path, foreign)), "--no-progress"],
+                         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r = redis.Redis(port=_ports(foreign)[0])
+
+    def ours() -> tuple[list[Any], list[Any]]:
+        with _pg(foreign) as conn:
+            schemas = conn.execute("select nspname from pg_namespace where nspname like 'cc\\_%'").fetchall()
+        return schemas, [k for k in r.keys("*") if k.startswith(b"cc_")]
+
+    try:
+        deadline = time.monotonic() + 40
+        while not all(ours()):  # the run is in its load phase: schema and cache keys exist
+            assert time.monotonic() < deadline and p.poll() is None, "the run never wrote its namespace"
+            time.sleep(0.2)
+        seen = ours()
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    deadline = time.monotonic() + 30
+    while any(ours()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ours() == ([], []), f"before the kill: {seen}"
+    assert len(seen[0]) == 1 and seen[1]
+    _untouched(foreign)
+    deadline = time.monotonic() + 10
+    while [c for c in list_clusters(Path(env["CACHECERT_STATE_DIR"])) if c["running"]] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    _nothing_running(env)

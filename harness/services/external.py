@@ -20,6 +20,7 @@ namespace alone. Workloads whose set-up is not known to stay inside it are refus
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -43,6 +44,7 @@ PROCESS_FAULTS = {  # fault kind -> command sets that can play it (any one set, 
     "restart": (("restart",), ("kill", "start")),
 }
 _REQ_CACHE: dict[str, bytes] = {}
+RECORD = "namespace.json"  # the run's namespace and cluster file, for the reaper of a killed run
 
 
 def new_namespace() -> str:
@@ -311,6 +313,9 @@ def add_servers(cluster: Any) -> None:
                            "backend the cluster file says which servers there are")
     cf = load_cluster_file(cluster.cluster_file)  # a service it lacks: the runs that need it are refused (refusal)
     cluster.namespace = new_namespace()
+    record = cluster.dir / "external" / RECORD  # for the reaper, should this run die before its teardown
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"namespace": cluster.namespace, "cluster_file": str(cf.path.resolve())}))
     logging.getLogger("cachecert.external").info("external cluster %s: this run's namespace is %s (keys %s:*, "
                                                  "schema %s)", cf.path, cluster.namespace, cluster.namespace,
                                                  cluster.namespace)
@@ -360,31 +365,65 @@ def teardown(cluster: Any) -> list[str]:
         if isinstance(svc, ExternalService):
             svc.closing = True
             svc.resume()  # a server still paused would hold the clean-up (a failed resume is logged)
-        if not isinstance(svc, ExternalService) or not svc.namespaced:
-            continue
-        try:
-            if svc.protocol == "redis":
-                from core.namespace import clear
-
-                client = svc.redis()
-                try:
-                    clear(client)
-                finally:
-                    client.close()
-            elif svc.name == "postgres":
-                import psycopg
-
-                with psycopg.connect(**svc.access.pg_kwargs(svc.server.host, svc.server.port), autocommit=True,
-                                     connect_timeout=5) as c:
-                    c.execute(f'drop schema if exists "{svc.access.namespace}" cascade')
-            svc.namespaced = False
-        except Exception as e:  # noqa: BLE001 - the rest is still removed
-            problems.append(f"{svc.name}: namespace {svc.access.namespace} not removed: {e}")
+            problems += _remove_namespace(svc)
     resolver = getattr(cluster, "resolver", None)
     if resolver is not None:
         remove_resolver(resolver)
         cluster.resolver = None
+    if not problems:
+        (cluster.dir / "external" / RECORD).unlink(missing_ok=True)
     return problems
+
+
+def _remove_namespace(svc: ExternalService) -> list[str]:
+    if not svc.namespaced:
+        return []
+    try:
+        if svc.protocol == "redis":
+            from core.namespace import clear
+
+            client = svc.redis()
+            try:
+                clear(client)
+            finally:
+                client.close()
+        elif svc.name == "postgres":
+            import psycopg
+
+            with psycopg.connect(**svc.access.pg_kwargs(svc.server.host, svc.server.port), autocommit=True,
+                                 connect_timeout=5) as c:
+                c.execute(f'drop schema if exists "{svc.access.namespace}" cascade')
+        svc.namespaced = False
+    except Exception as e:  # noqa: BLE001 - the rest is still removed
+        return [f"{svc.name}: namespace {svc.access.namespace} not removed: {e}"]
+    return []
+
+
+def reap_namespace(cluster_dir: Path) -> str:
+    """After the owning run died (SIGKILL): remove its namespace from the servers its record names
+    (the reaper inherited the run's environment, so ``${VAR}`` credentials still resolve)."""
+    try:
+        rec = json.loads((cluster_dir / "external" / RECORD).read_text())
+    except (OSError, ValueError):
+        return ""
+    try:
+        cf = load_file(rec["cluster_file"])
+    except Exception as e:  # noqa: BLE001
+        return f"; namespace {rec.get('namespace')} left: {e}"
+    problems: list[str] = []
+    for name, server in cf.servers.items():
+        if name not in ("redis", "postgres"):
+            continue
+        svc = ExternalService(server, cluster_dir, rec["namespace"], 0)
+        svc.closing = svc.namespaced = True
+        try:
+            if server.sentinels:
+                server.host, server.port = _sentinel_master(server)
+        except ServiceError as e:
+            problems.append(str(e))
+            continue
+        problems += _remove_namespace(svc)
+    return f"; namespace {rec['namespace']} " + (f"left: {problems[0]}" if problems else "removed")
 
 
 # -- refusals before a run starts -----------------------------------------------------------
@@ -422,4 +461,4 @@ def refusal(cf: ClusterFile, workload: Any, schedule: list[Any], cfg: Any) -> st
     return None
 
 
-__all__ = ["ExternalService", "add_servers", "teardown", "refusal", "new_namespace", "load_cluster_file"]
+__all__ = ["ExternalService", "add_servers", "teardown", "reap_namespace", "refusal", "new_namespace", "load_cluster_file"]
