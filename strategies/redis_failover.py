@@ -9,8 +9,9 @@ following ``+switch-master`` like Jedis and Lettuce do: connections to a demoted
 as soon as the Sentinels name another one), and PostgreSQL is the truth at the end:
 
 ``cache-first``             write-behind: SET + append to this node's queue in one script, acknowledge;
-                            a flusher copies the queue to PostgreSQL every ``interval`` s (default 1).
-                            What the old primary acknowledged since its last flush dies with it.
+                            a flusher copies the queue to PostgreSQL every ``interval`` s (default 1),
+                            only from a primary a Sentinel quorum vouches for. What the old primary
+                            acknowledged since its last flush dies with it.
 ``cache-first-wait``        the same, then ``WAIT 1 wait_ms``: acknowledged only once a replica has it;
                             a WAIT that times out makes the write indeterminate (it is on the primary,
                             maybe nowhere else). Narrows the window; the runs say how much is left.
@@ -102,6 +103,43 @@ class CacheFirst(WriteBehind):
             return super().read(key)
         except MasterNotFoundError as e:
             raise DefiniteFailure(f"Redis: {e}") from None
+
+    def _sync_loop(self) -> None:
+        """write-behind's flusher, but it flushes only while a Sentinel quorum vouches for a primary,
+        and from that one: never from a node the Sentinels hold down (it may be deposed). The writes
+        the old primary takes while it is held down are therefore never flushed: from the Sentinels'
+        down-after (1 s) to the promotion, a split brain's old primary loses whatever it acknowledges."""
+        pool = self._sync_redis.connection_pool
+        while not self._stop.is_set():
+            try:
+                pool.get_master_address()  # raises while no primary is vouched for; switches on a new one
+            except (redis.RedisError, OSError):
+                self._stop.wait(self.interval)
+                continue
+            self._flush_once()
+            self._stop.wait(self.interval)
+
+    def _flush_once(self) -> None:
+        r = self._sync_redis
+        while True:
+            try:
+                raw = r.lrange(self.queue, 0, self.batch - 1)
+                if not raw:
+                    return
+                items = [json.loads(x) for x in raw]
+                versions = self._commit_batch(items)
+                pipe = r.pipeline(transaction=False)
+                pipe.ltrim(self.queue, len(items), -1)
+                for it, v in zip(items, versions, strict=True):
+                    if v is not None:
+                        self._stamp(keys=[self.ck(it["key"])],
+                                    args=[json.dumps(it["value"], separators=(",", ":")), v], client=pipe)
+                pipe.execute()
+                self.synced += len(items)
+                if len(raw) < self.batch:
+                    return
+            except Exception:  # noqa: BLE001 - retried at the next interval (the DB or Redis may be down)
+                return
 
 
 class CacheFirstWait(CacheFirst):
