@@ -436,6 +436,9 @@ def refusal(cf: ClusterFile, workload: Any, schedule: list[Any], cfg: Any) -> st
         return f"workload {workload.name} uses Kafka: per-run topic names are not built for the external backend"
     if getattr(cfg, "app", None) or getattr(cfg, "app_file", None):
         return "--app/--app-file on the external backend: the service's own connections cannot be confined to the run's namespace"
+    if getattr(cfg, "topology", None) not in (None, "", "single"):
+        return (f"topology {cfg.topology} is for the embedded backend; on the external backend the cluster file "
+                "says which servers there are")
     if getattr(cfg, "procs", 1) > 1:
         return "--procs > 1 is not available on the external backend"
     for name in workload.services:
