@@ -179,3 +179,25 @@ def test_redis_found_through_sentinel(foreign: Cluster, tmp_path: Path, pgpass: 
         assert not [k for k in primary.keys("*") if k.startswith(b"cc_")]  # wrote there, and cleaned up
         log = (Path(res["run_dir"]) / "harness.log").read_text()
         assert "namespace is cc_" in log
+
+
+def test_redis_password_by_reference(foreign: Cluster, tmp_path: Path, pgpass: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "redis-Secret-8086"
+    monkeypatch.setenv("CC_TEST_REDIS_PW", secret)
+    admin = redis.Redis(port=_ports(foreign)[0])
+    _plant(foreign)
+    f = _file(tmp_path, foreign)
+    f.write_text(f.read_text().replace("redis://127.0.0.1", "redis://:${CC_TEST_REDIS_PW}@127.0.0.1"))
+    admin.config_set("requirepass", secret)
+    try:
+        res = _run(tmp_path / "r", "cache-aside", "redis-latency", workload="register", time_limit=2.0,
+                   backend="external", cluster_file=str(f), checkers=["durability"])
+        _verified(res)  # the probes' PING is answered (NOAUTH is an answer)
+        hist = (Path(res["run_dir"]) / "history.jsonl").read_text()
+        assert res["counts"]["ok"] > 50 and ('"source": "cache"' in hist or '"source":"cache"' in hist)
+    finally:
+        redis.Redis(port=_ports(foreign)[0], password=secret).config_set("requirepass", "")
+    hits = subprocess.run(["grep", "-rl", secret, str(tmp_path / "r")], capture_output=True, text=True)
+    assert hits.stdout == "", f"the secret was written to {hits.stdout}"
+    _untouched(foreign)
