@@ -173,6 +173,9 @@ WORKLOAD = Workload(
         # the primary dies: what it acknowledged and had not replicated is gone. On loopback the stream
         # is microseconds behind (and bytes a proxy holds are still delivered): runs lose next to nothing
         "failover-kill": "failover:redis:how=kill@10%+60%",
+        # the primary dies and its supervisor restarts it before the Sentinels' down-after (1 s): an
+        # empty primary (no persistence), and its replicas resync from it (Redis's documented hazard)
+        "restart-empty": "kill:redis-primary@20%+5%",
         # the same cut as a plain proxy fault on the alias: no wait for the promotion, no rejoin wait
         "split-brain": "partition:redis-primary@10%+60%",
     },
