@@ -136,7 +136,7 @@ class ExternalService:
 
             with psycopg.connect(**self.access.pg_kwargs(self.server.host, self.server.port), autocommit=True,
                                  connect_timeout=5) as c:
-                c.execute(f'create schema if not exists "{self.access.namespace}"')
+                c.execute(f'create schema "{self.access.namespace}"')  # fails if it exists: never adopt a schema
                 self.namespaced = True
         elif self.protocol == "postgres":
             import psycopg
