@@ -181,6 +181,10 @@ def _child() -> int:
     from strategies.remote import AppNodeClient, OpMapping
 
     cfg = json.loads(sys.stdin.readline())
+    from core.access import Access, register
+
+    for endpoint, acc in (cfg.get("access") or {}).items():  # an external cluster: the run's namespace
+        register(endpoint, Access(**acc))
     wl = workloads.load(cfg["workload"])
     n = cfg["nodes"]
     mine = [i for i in range(n) if owner(i, cfg["procs"]) == cfg["k"]]

@@ -180,6 +180,14 @@ def _refuse_external(cfg: RunConfig, wl: Workload, schedule: list[Scheduled]) ->
         raise ConfigError(why)
 
 
+def external_access(endpoints: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """What a worker process must register (core/access.py) to reach an external cluster's endpoints
+    in the run's namespace: the Access of each, credentials still as ``${VAR}`` references."""
+    from core.access import lookup
+
+    return {ep: asdict(acc) for ep in endpoints.values() if (acc := lookup(ep)) is not None}
+
+
 def _check_procs(cfg: RunConfig, app: bool) -> None:
     """--procs N: every process owns whole nodes; what needs the instances in this process is refused."""
     assert cfg.nodes is not None
@@ -368,7 +376,8 @@ class Run:
                 "endpoints": self.cluster.endpoints, "op_timeout": cfg.op_timeout, "nodes": cfg.nodes,
                 "procs": cfg.procs, "t0_ns": self.history.t0_ns, "mix": cfg.mix or wl.mix,
                 "key_dist": cfg.key_dist or wl.key_dist, "keys": cfg.keys or wl.keys, "rate": cfg.rate,
-                "concurrency": cfg.concurrency, "seed": cfg.seed}
+                "concurrency": cfg.concurrency, "seed": cfg.seed,
+                "access": external_access(self.cluster.endpoints)}  # external backend: namespace, ${VAR} refs
         if pool is not None:
             base["app_ports"] = [n.port for n in pool.nodes]
             base["app_ops"] = {f: _mapping_dict(m) for f, m in (pool.spec.ops or {}).items()} or None

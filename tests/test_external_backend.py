@@ -201,3 +201,14 @@ def test_redis_password_by_reference(foreign: Cluster, tmp_path: Path, pgpass: s
     hits = subprocess.run(["grep", "-rl", secret, str(tmp_path / "r")], capture_output=True, text=True)
     assert hits.stdout == "", f"the secret was written to {hits.stdout}"
     _untouched(foreign)
+
+
+def test_worker_processes_stay_in_the_namespace(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
+    """--procs 2: each worker process registers the run's access (namespace, ${VAR} references)."""
+    _plant(foreign)
+    res = _run(tmp_path, "cache-aside", "none", workload="register", time_limit=1.5, procs=2, nodes=2,
+               backend="external", cluster_file=str(_file(tmp_path, foreign)), checkers=["durability"])
+    hist = (Path(res["run_dir"]) / "history.jsonl").read_text()
+    assert not res.get("error") and res["counts"]["ok"] > 50
+    assert '"source": "cache"' in hist or '"source":"cache"' in hist
+    _untouched(foreign)

@@ -44,8 +44,6 @@ def test_a_process_fault_without_its_command_is_refused(foreign: Cluster, tmp_pa
         prepare(RunConfig(workload="feature-flags", backend="external", cluster_file=f))
     with pytest.raises(ConfigError, match=r"topology postgres=replica is for the embedded backend"):
         prepare(RunConfig(workload="register", topology="postgres=replica", backend="external", cluster_file=f))
-    with pytest.raises(ConfigError, match=r"--procs > 1 is not available on the external backend"):
-        prepare(RunConfig(workload="register", procs=2, nodes=2, backend="external", cluster_file=f))
     with pytest.raises(ConfigError, match=r"--backend external needs --cluster FILE"):
         prepare(RunConfig(workload="register", backend="external"))
 

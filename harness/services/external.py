@@ -439,8 +439,6 @@ def refusal(cf: ClusterFile, workload: Any, schedule: list[Any], cfg: Any) -> st
     if getattr(cfg, "topology", None) not in (None, "", "single"):
         return (f"topology {cfg.topology} is for the embedded backend; on the external backend the cluster file "
                 "says which servers there are")
-    if getattr(cfg, "procs", 1) > 1:
-        return "--procs > 1 is not available on the external backend"
     for name in workload.services:
         if name not in cf.servers:
             return f"{cf.path}: no [{name}] section, and workload {workload.name} needs {name}"
