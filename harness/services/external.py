@@ -136,7 +136,12 @@ class ExternalService:
 
             with psycopg.connect(**self.access.pg_kwargs(self.server.host, self.server.port), autocommit=True,
                                  connect_timeout=5) as c:
-                c.execute(f'create schema "{self.access.namespace}"')  # fails if it exists: never adopt a schema
+                try:  # fails if it exists: a run never adopts (and so never drops) a schema it did not create
+                    c.execute(f'create schema "{self.access.namespace}"')
+                except psycopg.Error as e:
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    raise ServiceError(f"postgres: cannot create the run's schema {self.access.namespace} on "
+                                       f"{self.server.address}: {first}") from None
                 self.namespaced = True
         elif self.protocol == "postgres":
             import psycopg
