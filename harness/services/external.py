@@ -285,8 +285,8 @@ def _killpg(pid: int) -> None:
 
 
 def _sentinel_master(s: Server) -> tuple[str, int]:
-    """The primary's address as the Sentinels say now (the proxy then points there; a later
-    failover is not followed: writes then fail against the demoted node, they are not lost)."""
+    """The primary's address as the Sentinels say now: the proxy points there for the whole run (a
+    later failover is not followed; the clients keep reaching the old primary, as the README says)."""
     import redis
 
     errors = []
