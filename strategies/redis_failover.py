@@ -108,7 +108,7 @@ class CacheFirst(WriteBehind):
         """write-behind's flusher, but it flushes only while a Sentinel quorum vouches for a primary,
         and from that one: never from a node the Sentinels hold down (it may be deposed). The writes
         the old primary takes while it is held down are therefore never flushed: from the Sentinels'
-        down-after (1 s) to the promotion, a split brain's old primary loses whatever it acknowledges."""
+        down-after (2 s) to the promotion, a split brain's old primary loses whatever it acknowledges."""
         pool = self._sync_redis.connection_pool
         while not self._stop.is_set():
             try:

@@ -159,7 +159,7 @@ WORKLOAD = Workload(
     app_note="an app node is given one Redis address (REDIS_URL), not the Sentinels it would need to follow a failover",
     keys=8,
     mix={"read": 0.5, "write": 0.5},
-    time_limit=8.0,
+    time_limit=10.0,  # the failover window (60%) leaves room for a 3-5 s promotion
     concurrency=8,
     quiesce=2.5,  # the flusher runs every second: what survived reaches the DB before the final reads
     checkers=("failover-loss", "db-truth", "durability", "perf"),
@@ -173,7 +173,7 @@ WORKLOAD = Workload(
         # the primary dies: what it acknowledged and had not replicated is gone. On loopback the stream
         # is microseconds behind (and bytes a proxy holds are still delivered): runs lose next to nothing
         "failover-kill": "failover:redis:how=kill@10%+60%",
-        # the primary dies and its supervisor restarts it before the Sentinels' down-after (1 s): an
+        # the primary dies and its supervisor restarts it before the Sentinels' down-after (2 s): an
         # empty primary (no persistence), and its replicas resync from it (Redis's documented hazard)
         "restart-empty": "kill:redis-primary@20%+5%",
         # the same cut as a plain proxy fault on the alias: no wait for the promotion, no rejoin wait

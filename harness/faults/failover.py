@@ -21,8 +21,9 @@ really fail over, not just hurt the primary. ``how``:
 The primary is the Sentinels' quorum answer when the fault starts (``describe()`` records it as
 ``primary``). Probe: a quorum of Sentinels names another node and that node answers ROLE as master
 (both read directly), waited for while the fault is on. The stop waits (up to ``REJOIN_WAIT_S``) for
-the old primary to report a live replication link to the new one, and records the outcome
-(``rejoined``, ``rejoin_s``) in the stop record. Needs ``--topology redis=sentinel``.
+the old primary to report a live replication link to the node the Sentinels name then (a second,
+competing failover can follow the first), and records the outcome (``rejoined``, ``rejoin_s``) in
+the stop record. Needs ``--topology redis=sentinel``.
 """
 
 from __future__ import annotations
@@ -104,10 +105,12 @@ class Failover(BaseFault):
             tp.set_enabled(self._link(), False)  # closes the black-holed connections
             tp.set_enabled(self._link(), True)
         t = time.monotonic()
-        new = self.promoted
-        self.rejoined = redis_ha.wait_for(
-            lambda: (lambda up, of: up and (new is None or of == new))(*redis_ha.replica_link_up(cluster, self.primary)),
-            REJOIN_WAIT_S, 0.2)
+
+        def rejoined() -> bool:  # a replica of whichever node the Sentinels name now (there may be a later failover)
+            up, of = redis_ha.replica_link_up(cluster, self.primary)  # type: ignore[arg-type]
+            return up and of is not None and of == redis_ha.agreed_primary(redis_ha.sentinel_votes(cluster))
+
+        self.rejoined = redis_ha.wait_for(rejoined, REJOIN_WAIT_S, 0.2)
         self.rejoin_s = round(time.monotonic() - t, 3)
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
