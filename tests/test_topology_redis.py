@@ -271,3 +271,32 @@ def test_sentinel_cluster_down_leaves_nothing(sentinel_cluster: Cluster) -> None
     assert len(pids) == 6  # 3 redis + 3 sentinels
     sentinel_cluster.down()
     assert not any(alive(p) for p in pids) and not list((sentinel_cluster.dir / "pids").glob("*.json"))
+
+
+def test_a_sentinel_that_cannot_start_is_named_and_nothing_is_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.services.base import ServiceError, alive, read_pidfile
+
+    real = redis_ha.SentinelNode.prepare
+
+    def broken(self: redis_ha.SentinelNode) -> None:
+        real(self)
+        if self.name == "sentinel-2":
+            self.conf.write_text(self.conf.read_text() + "sentinel no-such-directive 1\n")
+
+    monkeypatch.setattr(redis_ha.SentinelNode, "prepare", broken)
+    c = Cluster(services=("redis",), topology=TOPO)
+    started: list[int] = []
+    real_start = redis_ha.RedisNode.start
+
+    def spy(self: Any, wait: bool = True) -> None:
+        real_start(self, wait)
+        if self.proc is not None:
+            started.append(self.proc.pid)
+
+    monkeypatch.setattr(redis_ha.RedisNode, "start", spy)
+    with pytest.raises(ServiceError) as e:
+        c.up()
+    assert str(e.value).startswith("sentinel-2: exited with code")
+    assert started and not any(alive(p) for p in started)  # redis was up before the Sentinels started
+    assert [read_pidfile(p) for p in (c.dir / "pids").glob("*.json")] == []
+    c.remove()
