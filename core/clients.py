@@ -60,26 +60,33 @@ def sentinel_master(endpoints: dict[str, str], timeout: float = 2.0, service: st
     Sentinel's ``+switch-master`` do (Jedis, Lettuce); ``close()`` stops that.
 
     Sentinel hands out each node's cluster-side address (harness/services/redis_ha.py); it is
-    translated to that node's client proxy, learnt once from ``replica-announce-port`` of the redis
-    nodes in ``endpoints``, so a client keeps going through its own proxies."""
+    translated to that node's client proxy, learnt from ``replica-announce-port`` of the redis nodes
+    in ``endpoints`` (at first, and again for an address not learnt yet), so a client keeps going
+    through its own proxies."""
     from redis.sentinel import Sentinel
 
     translate: dict[tuple[str, int], tuple[str, int]] = {}
-    for name, ep in endpoints.items():
-        if name == "redis" or name.startswith("redis-"):
-            c = redis_client(ep, timeout=timeout)
-            try:
-                announced = c.config_get("replica-announce-port").get("replica-announce-port")
-                if announced and int(announced):
-                    translate[("127.0.0.1", int(announced))] = host_port(ep)
-            except (redis.RedisError, OSError, ValueError):
-                pass  # down now: Sentinel's address for it is used as given (still a proxy)
-            finally:
-                c.close()
+
+    def learn() -> None:
+        for name, ep in endpoints.items():
+            if (name == "redis" or name.startswith("redis-")) and host_port(ep) not in translate.values():
+                c = redis_client(ep, timeout=timeout)
+                try:
+                    announced = c.config_get("replica-announce-port").get("replica-announce-port")
+                    if announced and int(announced):
+                        translate[("127.0.0.1", int(announced))] = host_port(ep)
+                except (redis.RedisError, OSError, ValueError):
+                    pass  # down now: asked again when Sentinel names an address not learnt yet
+                finally:
+                    c.close()
+
+    learn()
 
     class _Translating(Sentinel):
         def discover_master(self, service_name: str) -> tuple[str, int]:
             host, port = super().discover_master(service_name)
+            if (host, int(port)) not in translate:
+                learn()  # a node that was down at first (else used as given: still a proxy)
             return translate.get((host, int(port)), (host, int(port)))
 
     sentinels = [host_port(ep) for name, ep in sorted(endpoints.items()) if name.startswith("sentinel-")]
