@@ -280,13 +280,17 @@ class PrimaryWatch:
         return w
 
     def _ask(self, name: str, *cmd: Any) -> Any:
-        c = self._clients.get(name)
-        if c is None:
-            c = self._clients[name] = _client(self.cluster.direct[name], 1.0)  # a loaded box answers late
-        try:
-            return c.execute_command(*cmd)
-        except (redis.RedisError, OSError):
-            return None
+        """The answer, or None when the server does not answer twice in a row (a loaded box answers
+        late: one missed answer must not be recorded as a change of primary)."""
+        for _ in range(2):
+            c = self._clients.get(name)
+            if c is None:
+                c = self._clients[name] = _client(self.cluster.direct[name], 1.0)
+            try:
+                return c.execute_command(*cmd)
+            except (redis.RedisError, OSError):
+                self._clients.pop(name).close()
+        return None
 
     def poll(self) -> None:
         votes: dict[str, str | None] = {}
