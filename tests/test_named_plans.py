@@ -22,7 +22,10 @@ from harness.runner import ConfigError, Run, RunConfig, prepare
 
 TIME_LIMIT = 2.0
 # what a plan's refusal (with the workload's defaults) names as missing
-EXTRA: dict[tuple[str, str], dict[str, Any]] = {("thundering-herd", "holder-crash"): {"nodes": 2}}
+EXTRA: dict[tuple[str, str], dict[str, Any]] = {("thundering-herd", "holder-crash"): {"nodes": 2},
+                                                 # a probe of its link fault needs time before the kill
+                                                 ("broker-loss", "broker-loss"): {"time_limit": 8.0},
+                                                 ("broker-loss", "lagging-loss"): {"time_limit": 6.0}}
 CASES = [(w, p) for w in workloads.REGISTRY for p in workloads.load(w).plans if p != "none"]
 
 

@@ -1,6 +1,6 @@
 """broker-loss (durable invalidation under broker loss) on three real Kafka brokers.
 
-The invalidation partition is led by kafka-2; its followers are made to lag (latency on the
+The invalidation partition is led by kafka-2; its followers are cut off from it (partition of the
 ``kafka-2.repl`` link), then kafka-2 is killed. Positive control: acks=1 loses invalidations the
 producer had been told were written (missing from the topic after heal) and nodes keep stale entries
 for good. Negative control: acks=all with min.insync.replicas=2 loses none and every node converges.
@@ -50,7 +50,7 @@ def _run(c: Cluster, tmp_path: Path, strategy: str, seed: int = 7) -> dict[str, 
 def _faults_verified(res: dict[str, Any]) -> None:
     assert not res.get("fault_errors"), res.get("fault_errors")
     kinds = {f["fault"].split("(")[0]: f for f in res["faults"]}
-    assert set(kinds) == {"latency", "kill"}, res["faults"]
+    assert set(kinds) == {"partition", "kill"}, res["faults"]
     assert all(f["verified"] is True for f in res["faults"]), res["faults"]
 
 
@@ -62,7 +62,7 @@ def test_acks1_loses_acknowledged_invalidations_when_the_leader_dies(bcluster: C
                                         "not_converged")})
     assert res["valid"] is False and mi["valid"] is False
     assert mi["bus_error"] is None
-    # the followers lagged >= 800 ms when the leader died: what it alone had acknowledged is gone
+    # the followers were cut off when the leader died: what it alone had acknowledged is gone
     assert mi["lost_invalidations"] > 0
     assert mi["stranded_keys"] > 0  # and for some keys no later event will ever invalidate them
     assert {a["type"] for a in mi["anomalies"]} >= {"lost-invalidation"}
@@ -135,8 +135,8 @@ def test_checker_invalid_for_a_lost_event_and_the_stale_node() -> None:
     r = check_missed_invalidations(h)
     assert r["valid"] is False
     assert (r["lost_invalidations"], r["stranded_keys"], r["not_converged"]) == (1, 1, 1)
-    assert [a["type"] for a in r["anomalies"]] == ["not-converged", "lost-invalidation"]
-    assert r["anomalies"][1]["key"] == "a" and "no later event" in r["anomalies"][1]["explanation"]
+    assert [a["type"] for a in r["anomalies"]] == ["lost-invalidation", "not-converged"]
+    assert r["anomalies"][0]["key"] == "a" and "no later event" in r["anomalies"][0]["explanation"]
 
 
 def test_checker_invalid_for_a_lost_event_even_when_a_later_one_covers_it() -> None:
