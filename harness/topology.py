@@ -15,6 +15,7 @@ what fault targets, endpoints and reports use:
                      is a split brain; harness/services/redis_ha.py)
     postgres=replica postgres (primary), postgres-replica (hot standby, streaming replication)
     kafka=N          kafka, kafka-2 .. kafka-N (KRaft, every broker also a controller)
+                     links kafka.repl, kafka-2.repl ...: followers fetch from a broker through it
     min_isr=M        min.insync.replicas of the topics (kafka=N only; default 1)
 
 Every replication link goes through its own proxy, named ``PRIMARY.LINK`` (``postgres.replica``,
