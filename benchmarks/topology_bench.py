@@ -13,34 +13,17 @@ first start on a fresh checkout pays for them once (see cluster_bench for the co
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 from pathlib import Path
 
+from benchmarks.app_node_scale import rss_mb
 from harness.cluster import ALL_SERVICES, Cluster
 from harness.topology import resolve
 
 TOPOLOGIES = ["single", "redis=replica", "redis=sentinel", "postgres=replica", "kafka=3,min_isr=2",
               "redis=sentinel,postgres=replica,kafka=3,min_isr=2"]
 GOAL_S = 30.0  # the full topology, on 2 cores
-
-
-def group_rss_mb(pid: int) -> float:
-    """RSS of every process in ``pid``'s process group, in MB."""
-    total = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(proc.name)) != pid:
-                continue
-            for line in (proc / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except (OSError, ProcessLookupError, ValueError):
-            continue
-    return total / 1024
 
 
 def start_once(words: str, state: Path) -> dict[str, float]:
@@ -51,7 +34,7 @@ def start_once(words: str, state: Path) -> dict[str, float]:
         for name, svc in c.svc.items():
             proc = getattr(svc, "proc", None)
             if proc is not None:
-                t[f"rss:{name}"] = group_rss_mb(proc.pid)
+                t[f"rss:{name}"] = rss_mb(proc.pid)
     finally:
         c.down()
         c.remove()

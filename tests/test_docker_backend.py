@@ -43,13 +43,8 @@ def _labelled() -> list:
 
 @pytest.fixture(scope="module")
 def docker_cluster():
-    c = Cluster(services=("redis", "postgres"), name=f"pytest-docker-{os.getpid()}", backend="docker")
-    c.up()
-    try:
+    with Cluster(services=("redis", "postgres"), name=f"pytest-docker-{os.getpid()}", backend="docker") as c:
         yield c
-    finally:
-        c.down()
-        c.remove()
     assert not [x for x in _labelled() if x.labels.get("cachecert.cluster") == c.id]
 
 

@@ -23,13 +23,8 @@ WL = "replica-fill"
 
 @pytest.fixture(scope="module")
 def pgr() -> Iterator[Cluster]:
-    c = Cluster(services=("redis", "postgres"), topology=Topology(postgres="replica"))
-    c.up()
-    try:
+    with Cluster(services=("redis", "postgres"), topology=Topology(postgres="replica")) as c:
         yield c
-    finally:
-        c.down()
-        c.remove()
 
 
 def _run(c: Cluster, tmp_path: Path, strategy: str, faults: str = "lag", **kw: Any) -> dict[str, Any]:

@@ -34,13 +34,8 @@ NAMES = TOPO.names(("redis", "postgres"))
 
 @pytest.fixture(scope="module")
 def pgr() -> Iterator[Cluster]:
-    c = Cluster(services=("redis", "postgres"), topology=TOPO)
-    c.up()
-    try:
+    with Cluster(services=("redis", "postgres"), topology=TOPO) as c:
         yield c
-    finally:
-        c.down()
-        c.remove()
 
 
 @pytest.fixture

@@ -29,13 +29,8 @@ NAMES = TOPO.names(("redis",))
 
 @pytest.fixture(scope="module")
 def sentinel_cluster() -> Iterator[Cluster]:
-    c = Cluster(services=("redis",), topology=TOPO)
-    c.up()
-    try:
+    with Cluster(services=("redis",), topology=TOPO) as c:
         yield c
-    finally:
-        c.down()
-        c.remove()
 
 
 def _settled(c: Cluster) -> str:

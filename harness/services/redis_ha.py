@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,7 @@ from typing import Any
 import redis
 
 from harness import paths
-from harness.services.base import ServiceError
+from harness.services.base import ServiceError, wait_until
 from harness.services.local import RedisService
 from harness.topology import Topology, TopologyError
 
@@ -245,13 +244,7 @@ def masters(cluster: Any) -> list[str]:
 
 
 def wait_for(pred: Any, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+    return wait_until(pred, timeout, interval)
 
 
 
