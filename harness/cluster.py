@@ -48,6 +48,14 @@ def clusters_dir(state: Path | None = None) -> Path:
     return (state or paths.STATE) / "clusters"
 
 
+def _stop_one(svc: Service) -> None:
+    try:
+        svc.resume()
+        svc.stop()
+    except Exception:  # noqa: BLE001 - stopping anyway
+        svc.kill()
+
+
 @dataclass
 class Cluster:
     """Services + proxies for one run. Use as a context manager or call ``up``/``down``."""
@@ -270,12 +278,13 @@ class Cluster:
                 self.toxiproxy.reset()
             except Exception:  # noqa: BLE001 - stopping anyway
                 pass
-        for svc in list(self.svc.values()):
-            try:
-                svc.resume()
-                svc.stop()
-            except Exception:  # noqa: BLE001
-                svc.kill()
+        # every server at once: a replicated server's last member out can wait on peers already gone
+        # (the last Kafka broker waits for a quorum), and in sequence those waits add up
+        stoppers = [threading.Thread(target=_stop_one, args=(svc,), daemon=True) for svc in self.svc.values()]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
         if self.toxiproxy_service is not None:
             self.toxiproxy_service.stop()
         for pf in (self.dir / "pids").glob("*.json") if (self.dir / "pids").exists() else []:

@@ -268,6 +268,10 @@ def _refuse_toothless_plan(cfg: RunConfig, wl: Workload, cls: type, name: str, s
                           f"what it faults (use -s {meant[0]}, or another plan)")
     run = RunContext(cfg, wl, cls, name, label)
     for s in schedule:
+        floor = type(s.fault).min_on_s
+        if s.duration < floor:
+            raise ConfigError(f"{label}: {s.fault.name} is on for {s.duration:g} s, and it needs at least {floor:g} s "
+                              f"to take effect (raise --time-limit or lengthen the fault)")
         try:
             s.fault.validate(run)
         except FaultError as e:

@@ -25,7 +25,10 @@ TIME_LIMIT = 2.0
 EXTRA: dict[tuple[str, str], dict[str, Any]] = {("thundering-herd", "holder-crash"): {"nodes": 2},
                                                  # a probe of its link fault needs time before the kill
                                                  ("broker-loss", "broker-loss"): {"time_limit": 8.0},
-                                                 ("broker-loss", "lagging-loss"): {"time_limit": 6.0}}
+                                                 ("broker-loss", "lagging-loss"): {"time_limit": 6.0},
+                                                 # a Sentinel promotion needs its fault on >= 5 s (min_on_s)
+                                                 ("redis-failover", "failover"): {"time_limit": 10.0},
+                                                 ("redis-failover", "failover-kill"): {"time_limit": 10.0}}
 CASES = [(w, p) for w in workloads.REGISTRY for p in workloads.load(w).plans if p != "none"]
 
 
@@ -72,3 +75,12 @@ def test_holder_plans_refuse_a_strategy_without_a_lock_holder(strategy: str) -> 
     for plan in ("holder-crash", "holder-pause"):
         with pytest.raises(ConfigError, match=f"{strategy} has no lock holder"):
             prepare(RunConfig(workload="thundering-herd", strategy=strategy, faults=plan, nodes=2))
+
+
+def test_a_fault_given_less_time_than_it_needs_to_bite_is_refused_and_random_schedules_give_it_enough() -> None:
+    with pytest.raises(ConfigError, match=r"failover\(redis, how=partition\) is on for 2\.4 s.*at least 5 s"):
+        prepare(RunConfig(workload="redis-failover", time_limit=4.0))
+    from harness import faults
+
+    drawn = [s for seed in range(40) for s in faults.random_schedule(["failover:redis"], 12.0, seed)]
+    assert drawn and all(s.duration >= 5.0 and s.end <= 12.0 for s in drawn)

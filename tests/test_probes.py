@@ -194,3 +194,15 @@ def test_every_scheduled_fault_gets_exactly_one_probe_record(cluster: Cluster, t
     latency = got[("latency(redis, ms=5000, stream=downstream)", 0.05)]
     assert latency["verified"] is True and "until the fault ended" in latency["observed"], latency
     assert got[("step(did)", 60.0)]["verified"] is False and "never started" in got[("step(did)", 60.0)]["observed"]
+
+
+@pytest.mark.parametrize("outcome,seconds,verified", [("timeout", 2.0, True), ("closed", 1.195, True),
+                                                      ("reset", 0.8, True), ("closed", 0.003, False),
+                                                      ("ok", 0.002, False), ("refused", 0.0001, False)])
+def test_silence_is_no_answer_for_long_even_when_the_server_then_goes_away(outcome: str, seconds: float,
+                                                                           verified: bool) -> None:
+    from harness.faults.probe import Probe, expect_silence
+
+    # a partitioned link to a broker that a later fault kills: the held request's connection is closed
+    ok, why = expect_silence(Probe(outcome, seconds), None)
+    assert ok is verified, why

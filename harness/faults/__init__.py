@@ -290,6 +290,11 @@ def random_schedule(menu: list[str], time_limit: float, seed: int, n: int | None
         at = round(rng.uniform(0.05, 0.8) * time_limit, 2)
         dur = round(rng.uniform(0.05, 0.25) * time_limit, 2)
         s = parse_item(f"{item}@{at}+{min(dur, time_limit - at)}", time_limit, services)
+        floor = type(s.fault).min_on_s
+        if s.duration < floor:  # a fault that needs longer to bite (a failover) gets it, or is not drawn
+            if at + floor > time_limit:
+                continue
+            s = Scheduled(s.fault, s.at, floor)
         if any(o.fault.target == s.fault.target and o.at < s.end and s.at < o.end for o in out):
             continue
         out.append(s)

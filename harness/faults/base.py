@@ -151,6 +151,9 @@ class BaseFault:
     kinds: ClassVar[dict[str, Kind]] = {}
     targets: ClassVar[str] = "service"
     instant: ClassVar[bool] = False
+    # how long the fault must stay on before its effect can show (a Sentinel promotion takes seconds):
+    # a schedule that gives it less is refused, and random schedules give it at least this long
+    min_on_s: ClassVar[float] = 0.0
 
     kind: str
     target: str

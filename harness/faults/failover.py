@@ -46,6 +46,7 @@ class Failover(BaseFault):
                          "until Sentinel promotes a replica; the old one rejoins as a replica (redis=sentinel)",
                          "#922b21", {"how": Param("kill", choices=("kill", "partition"))}, example="redis")}
     targets: ClassVar[str] = "service"
+    min_on_s: ClassVar[float] = 5.0  # Sentinel's down-after (2 s) + election: promotions took 3.9-4.2 s
     primary: str | None = field(default=None, repr=False, compare=False)
     promoted: str | None = field(default=None, repr=False, compare=False)
     promoted_after_s: float | None = field(default=None, repr=False, compare=False)

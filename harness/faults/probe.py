@@ -38,6 +38,9 @@ REQUESTS: dict[str, bytes] = {
 }
 SLICE = 0.05  # s: how often a wait looks at the fault's window
 HOLD_MIN_MS = 20.0  # a request held less than this until the fault ended says nothing either way
+# a request that got no answer for this long and then lost its connection was held: the server (or a
+# later fault: the broker killed behind a partitioned link) closed it, not the fault failing to bite
+QUIET_THEN_CLOSED_MS = 500.0
 
 
 @dataclass
@@ -164,6 +167,8 @@ def expect_silence(p: Probe, window: FaultWindow | None) -> tuple[bool, str]:
     """Verdict for faults under which the server must not answer (pause, partition, black hole)."""
     if p.outcome == "timeout":
         return True, f"{p} (expected no answer)"
+    if p.outcome in ("closed", "reset") and p.ms >= QUIET_THEN_CLOSED_MS:
+        return True, f"no answer in {p.ms:.0f} ms, then the connection was {p.outcome} (expected no answer)"
     held = held_ms(p, window)
     if held is None:
         return False, f"{p} (expected no answer)"
