@@ -129,11 +129,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from harness.cluster import down_all
 
-    done = down_all(force=args.force)
+    done = down_all(force=args.force, name=args.name)
     for cid, n in done:
         print(f"{cid}: reaped {n} process group(s)")
     if not done:
-        print("nothing to reap")
+        print(f"no cluster {args.name!r} to reap" if args.name else "nothing to reap")
     return 0
 
 
@@ -166,6 +166,7 @@ def build_parser(extensions: bool = True) -> tuple[argparse.ArgumentParser, dict
 
     dn = sub.add_parser("down", help="stop detached clusters and reap what killed runs left behind")
     dn.add_argument("--force", action="store_true", help="also stop clusters of runs still alive")
+    dn.add_argument("--name", help="only this cluster (default: every detached and orphaned one)")
     handlers["down"] = cmd_down
 
     if extensions:

@@ -439,11 +439,14 @@ def reap_cluster(d: Path) -> int:
     return n
 
 
-def down_all(state: Path | None = None, force: bool = False) -> list[tuple[str, int]]:
-    """Reap detached clusters and leftovers of killed runs; live runs' clusters only with force."""
+def down_all(state: Path | None = None, force: bool = False, name: str | None = None) -> list[tuple[str, int]]:
+    """Reap detached clusters and leftovers of killed runs; live runs' clusters only with force.
+    ``name``: that cluster only (others, and Docker orphans, are left alone)."""
     done = []
     records = list_clusters(state)
     for rec in records:
+        if name is not None and rec["id"] != name:
+            continue
         d = Path(rec["dir"])
         if not force and not rec.get("detached") and owner_alive(rec):
             continue  # a live run owns it and will tear it down itself
@@ -458,6 +461,8 @@ def down_all(state: Path | None = None, force: bool = False) -> list[tuple[str, 
             reap_namespace(d)
         shutil.rmtree(d, ignore_errors=True)
         done.append((rec["id"], n))
+    if name is not None:
+        return done
     from harness.services.docker import sweep_orphans
 
     orphans = sweep_orphans({r["id"] for r in records})

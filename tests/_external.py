@@ -1,13 +1,18 @@
-"""The "foreign" cluster of the external-backend tests: a Redis + PostgreSQL cluster the tests start
-themselves and then treat as the user's own, a cluster file pointing at its direct addresses with
+"""The "foreign" cluster of the external-backend tests: a Redis + PostgreSQL cluster started with
+``cachecert up`` (as a user would start one) and then treated as the user's own, a cluster file pointing at its direct addresses with
 kill/start/pause/resume lines (tests/data/external_ctl.py), someone else's data planted in it, and
 the check that a run left that data (and nothing of its own) behind."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,37 +20,59 @@ import psycopg
 import pytest
 import redis
 
-from harness.cluster import Cluster
+from harness.cluster import Cluster, list_clusters
 from harness.runner import Run, RunConfig, prepare
-from harness.services.base import reap_pidfile
 
 REPO = Path(__file__).resolve().parents[1]
 CTL = f"{sys.executable} {REPO / 'tests' / 'data' / 'external_ctl.py'}"
 WT = "write-through-db-failure"
 
 
+@dataclass
+class Foreign:
+    """The foreign cluster as its user knows it: where its state is and its servers' own addresses."""
+
+    id: str
+    dir: Path
+    direct: dict[str, str]
+    env: dict[str, str]
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
-def foreign() -> Iterator[Cluster]:
-    c = Cluster(services=("redis", "postgres"), name=f"foreign-{os.getpid()}")
-    c.up()
+def foreign() -> Iterator[Foreign]:
+    """Started as a user starts one, ``cachecert up`` (detached, in a state directory of its own),
+    stopped with ``cachecert down --name``."""
+    state = Path(tempfile.mkdtemp(prefix="cachecert-foreign-", dir="/tmp"))
+    state.chmod(0o755)
+    env = dict(os.environ, CACHECERT_STATE_DIR=str(state))
+    name = f"foreign-{os.getpid()}"
+    p = cli("up", "--services", "redis,postgres", "--name", name, "--json", env=env)
     try:
-        yield c
+        assert p.returncode == 0, p.stderr
+        info = json.loads(p.stdout)
+        yield Foreign(info["id"], Path(info["dir"]), info["direct"], env)
     finally:
-        for pf in (c.dir / "pids").glob("*.json"):  # a server the kill test restarted is not c's child
-            reap_pidfile(pf)
-        c.down()
-        c.remove()
+        down = cli("down", "--name", name, env=env)  # also reaps a server the kill test restarted (its pidfile)
+        assert down.returncode == 0, down.stderr
+        left = [c for c in list_clusters(state) if c["running"]]
+        shutil.rmtree(state, ignore_errors=True)
+        assert not left, f"cachecert down --name {name} left {left}"
 
 
-def _ports(c: Cluster) -> tuple[int, int]:
+def _ports(c: Foreign) -> tuple[int, int]:
     return int(c.direct["redis"].rpartition(":")[2]), int(c.direct["postgres"].rpartition(":")[2])
 
 
-def _pg(c: Cluster) -> psycopg.Connection[Any]:
+def _pg(c: Foreign) -> psycopg.Connection[Any]:
     return psycopg.connect(host="127.0.0.1", port=_ports(c)[1], user="postgres", dbname="postgres", autocommit=True)
 
 
-def _file(tmp: Path, c: Cluster, redis_extra: str = "", pg_url: str | None = None, commands: bool = True) -> Path:
+def _file(tmp: Path, c: Foreign, redis_extra: str = "", pg_url: str | None = None, commands: bool = True) -> Path:
     rp, pp = _ports(c)
     pid = c.dir / "pids" / "redis.json"
     cmds = (f'kill = "{CTL} kill {pid}"\nstart = "{CTL} start {pid}"\n'
@@ -56,7 +83,7 @@ def _file(tmp: Path, c: Cluster, redis_extra: str = "", pg_url: str | None = Non
     return f
 
 
-def _plant(c: Cluster) -> None:
+def _plant(c: Foreign) -> None:
     """Someone else's data: a Redis key, a row in public.kv (the name our workloads use) and a
     table in another schema."""
     r = redis.Redis(port=_ports(c)[0])
@@ -71,7 +98,7 @@ def _plant(c: Cluster) -> None:
         conn.execute("insert into billing.invoices values (1) on conflict do nothing")
 
 
-def _untouched(c: Cluster) -> None:
+def _untouched(c: Foreign) -> None:
     r = redis.Redis(port=_ports(c)[0])
     assert r.keys("*") == [b"someone-else:key"], "the run left keys outside its namespace, or in it"
     assert r.get("someone-else:key") == b"keep me"

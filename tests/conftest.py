@@ -7,11 +7,12 @@ from one test to the next.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from harness.cluster import Cluster
+from harness.topology import Topology
 
 
 @pytest.fixture(scope="session")
@@ -25,22 +26,53 @@ def session_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluste
         c.remove()
 
 
-@pytest.fixture
-def cluster(session_cluster: Cluster) -> Iterator[Cluster]:
-    session_cluster.toxiproxy.reset()
-    for svc in session_cluster.svc.values():
+def _healed(c: Cluster) -> Cluster:
+    c.toxiproxy.reset()
+    for svc in c.svc.values():
+        svc.resume()
         if not svc.running():  # a test killed it
             svc.start()
-    yield session_cluster
+    return c
+
+
+@pytest.fixture
+def cluster(session_cluster: Cluster) -> Iterator[Cluster]:
+    yield _healed(session_cluster)
     session_cluster.toxiproxy.reset()
     for svc in session_cluster.svc.values():
         svc.resume()
 
 
+@pytest.fixture(scope="session")
+def cluster_for(session_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+                ) -> Iterator[Callable[[Topology], Cluster]]:
+    """``cluster_for(topology)``: the session cluster, or one of that topology started the first time a
+    test asks for it and kept for the session (a run on a cluster of another topology would start
+    its own: a 3-broker Kafka costs ~6 s to start and stop), healed before each use."""
+    made: dict[str, Cluster] = {}
+
+    def get(topology: Topology) -> Cluster:
+        if topology == session_cluster.topology:
+            return _healed(session_cluster)
+        c = made.get(topology.text())
+        if c is None:
+            c = Cluster(name=f"pytest-{tmp_path_factory.getbasetemp().name}-{len(made) + 1}", topology=topology)
+            made[topology.text()] = c
+            c.up()
+        return _healed(c)
+
+    try:
+        yield get
+    finally:
+        for c in made.values():
+            c.down()
+            c.remove()
+
+
 # Tests that start or use real services (the session cluster, a private state dir of clusters,
 # an inner pytest session with its own cluster, the docker backend) are marked ``cluster``, so
 # `pytest -m cluster` (`make flake ARGS="-m cluster"`) repeats just the timing-sensitive part.
-CLUSTER_FIXTURES = frozenset({"session_cluster", "state", "pytester", "docker_cluster"})
+CLUSTER_FIXTURES = frozenset({"session_cluster", "cluster_for", "state", "pytester", "docker_cluster"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,7 +1,7 @@
-"""--backend external on real servers: a Redis + PostgreSQL cluster this module starts itself plays
+"""--backend external on real servers: a Redis + PostgreSQL cluster started with ``cachecert up`` plays
 the user's own ("foreign") cluster (tests/_external.py); cachecert is pointed at its direct
 addresses through a cluster file with kill/pause commands, and must give the verdicts the embedded
-backend gives on the same seeds (positive and negative controls of register and write-through),
+backend (a run starting its own cluster) gives on the same seeds (positive and negative controls of register and write-through),
 fault by those commands (verified by probes), keep to its own namespace (a foreign key, a foreign
 public.kv row and another schema's table survive; nothing of the run's namespace is left), never
 write a credential into the run directory, reach a TLS-only Redis with its certificate's hostname
@@ -19,7 +19,7 @@ from typing import Any
 import _external
 import pytest
 import redis
-from _external import _file, _plant, _ports, _run, _untouched, _verified
+from _external import Foreign, _file, _plant, _ports, _run, _untouched, _verified
 
 from harness.cluster import Cluster
 from harness.runner import ConfigError, RunConfig, prepare
@@ -29,8 +29,8 @@ foreign = _external.foreign  # the module-scoped "foreign" cluster (one per test
 pgpass = _external.pgpass
 
 
-def test_positive_control_same_verdict_as_embedded(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
-    emb = _run(tmp_path / "emb", "cache-then-db", "db-down", cluster=foreign)  # flushes, drops public.kv
+def test_positive_control_same_verdict_as_embedded(foreign: Foreign, tmp_path: Path, pgpass: str) -> None:
+    emb = _run(tmp_path / "emb", "cache-then-db", "db-down")  # the embedded backend: a cluster of its own
     _plant(foreign)
     ext = _run(tmp_path / "ext", "cache-then-db", "db-down", backend="external",
                cluster_file=str(_file(tmp_path, foreign)))
@@ -44,10 +44,10 @@ def test_positive_control_same_verdict_as_embedded(foreign: Cluster, tmp_path: P
     assert hits.stdout == "", f"the secret was written to {hits.stdout}"
 
 
-def test_negative_control_same_verdict_as_embedded(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
+def test_negative_control_same_verdict_as_embedded(foreign: Foreign, tmp_path: Path, pgpass: str) -> None:
     f = str(_file(tmp_path, foreign))
-    emb = _run(tmp_path / "emb", "db-first-invalidate", "db-failures", cluster=foreign, time_limit=4.0)
-    _plant(foreign)  # after the embedded run: that one flushes and drops public.kv
+    emb = _run(tmp_path / "emb", "db-first-invalidate", "db-failures", time_limit=4.0)
+    _plant(foreign)
     for res in (emb, _run(tmp_path / "ext", "db-first-invalidate", "db-failures", backend="external", cluster_file=f,
                           time_limit=4.0)):
         _verified(res)
@@ -60,11 +60,11 @@ def test_negative_control_same_verdict_as_embedded(foreign: Cluster, tmp_path: P
 # register: Redis down for the second half; cache-aside's DEL after a commit is lost and the old
 # value stays cached (positive control), versioned CAS holds (negative): both backends, same seeds
 @pytest.mark.parametrize("strategy, valid", [("cache-aside", False), ("versioned-cas", True)])
-def test_register_same_verdicts_as_embedded(foreign: Cluster, tmp_path: Path, pgpass: str, strategy: str,
+def test_register_same_verdicts_as_embedded(foreign: Foreign, tmp_path: Path, pgpass: str, strategy: str,
                                             valid: bool) -> None:
     kw: dict[str, Any] = dict(workload="register", time_limit=2.0, rate=100, concurrency=4, seed=11,
                               params={"ttl": 5}, checkers=["versions", "durability"])
-    emb = _run(tmp_path / "emb", strategy, "down:redis@50%+50%", cluster=foreign, **kw)
+    emb = _run(tmp_path / "emb", strategy, "down:redis@50%+50%", **kw)
     _plant(foreign)
     ext = _run(tmp_path / "ext", strategy, "down:redis@50%+50%", backend="external",
                cluster_file=str(_file(tmp_path, foreign)), **kw)
@@ -76,7 +76,7 @@ def test_register_same_verdicts_as_embedded(foreign: Cluster, tmp_path: Path, pg
     _untouched(foreign)
 
 
-def test_kill_command_loses_write_behind_buffer(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
+def test_kill_command_loses_write_behind_buffer(foreign: Foreign, tmp_path: Path, pgpass: str) -> None:
     # kill:redis runs the file's kill line (SIGKILL of the foreign server), then its start line
     res = _run(tmp_path, "write-behind", "redis-kill-buffered-end", backend="external", time_limit=4.0,
                cluster_file=str(_file(tmp_path, foreign)))
@@ -90,7 +90,7 @@ def test_kill_command_loses_write_behind_buffer(foreign: Cluster, tmp_path: Path
     assert redis.Redis(port=_ports(foreign)[0]).ping()  # the start command brought it back
 
 
-def test_pause_command_is_verified_and_resumed(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
+def test_pause_command_is_verified_and_resumed(foreign: Foreign, tmp_path: Path, pgpass: str) -> None:
     _plant(foreign)
     res = _run(tmp_path, "no-cache", "pause:redis@20%+40%", workload="register", time_limit=2.0,
                backend="external", cluster_file=str(_file(tmp_path, foreign)), checkers=["durability"])
@@ -138,7 +138,7 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         proc.wait(5)
 
 
-def test_tls_redis_through_the_proxy(foreign: Cluster, tmp_path: Path, pgpass: str,
+def test_tls_redis_through_the_proxy(foreign: Foreign, tmp_path: Path, pgpass: str,
                                      tls_redis: tuple[int, Path]) -> None:
     port, ca = tls_redis
     pp = _ports(foreign)[1]
@@ -161,7 +161,7 @@ def test_tls_redis_through_the_proxy(foreign: Cluster, tmp_path: Path, pgpass: s
         prepare(RunConfig(workload="register", faults="redis-kill", backend="external", cluster_file=str(f)))
 
 
-def test_redis_found_through_sentinel(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
+def test_redis_found_through_sentinel(foreign: Foreign, tmp_path: Path, pgpass: str) -> None:
     from harness.topology import Topology
 
     with Cluster(services=("redis",), name=f"foreign-sentinel-{os.getpid()}", topology=Topology(redis="sentinel")) as s:
@@ -181,7 +181,7 @@ def test_redis_found_through_sentinel(foreign: Cluster, tmp_path: Path, pgpass: 
         assert "namespace is cc_" in log
 
 
-def test_redis_password_by_reference(foreign: Cluster, tmp_path: Path, pgpass: str,
+def test_redis_password_by_reference(foreign: Foreign, tmp_path: Path, pgpass: str,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "redis-Secret-8086"
     monkeypatch.setenv("CC_TEST_REDIS_PW", secret)
@@ -203,7 +203,7 @@ def test_redis_password_by_reference(foreign: Cluster, tmp_path: Path, pgpass: s
     _untouched(foreign)
 
 
-def test_worker_processes_stay_in_the_namespace(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
+def test_worker_processes_stay_in_the_namespace(foreign: Foreign, tmp_path: Path, pgpass: str) -> None:
     """--procs 2: each worker process registers the run's access (namespace, ${VAR} references)."""
     _plant(foreign)
     res = _run(tmp_path, "cache-aside", "none", workload="register", time_limit=1.5, procs=2, nodes=2,

@@ -19,12 +19,12 @@ from typing import Any
 import _external
 import pytest
 import redis
-from _external import REPO, _file, _pg, _plant, _ports, _untouched
+from _external import REPO, Foreign, _file, _pg, _plant, _ports, _untouched
 
 from core.access import Access, AccessError, expand, register, unregister
 from core.clients import redis_client, subscribe_confirmed
 from core.namespace import NamespaceError, PrefixedSSLConnection, clear
-from harness.cluster import Cluster, list_clusters
+from harness.cluster import list_clusters
 from harness.clusterfile import ClusterFileError, load
 from harness.runner import ConfigError, RunConfig, prepare
 from harness.services import ServiceError
@@ -33,7 +33,7 @@ foreign = _external.foreign  # the module-scoped "foreign" cluster (one per test
 pgpass = _external.pgpass
 
 
-def test_a_process_fault_without_its_command_is_refused(foreign: Cluster, tmp_path: Path) -> None:
+def test_a_process_fault_without_its_command_is_refused(foreign: Foreign, tmp_path: Path) -> None:
     f = str(_file(tmp_path, foreign, commands=False))
     with pytest.raises(ConfigError, match=r"^kill:redis needs a kill command for redis in cluster.toml$"):
         prepare(RunConfig(workload="register", faults="redis-kill", backend="external", cluster_file=f))
@@ -68,7 +68,7 @@ def _nothing_running(env: dict[str, str]) -> None:
     assert not [c for c in list_clusters(Path(env["CACHECERT_STATE_DIR"])) if c["running"]]
 
 
-def test_cli_run_and_bad_input(foreign: Cluster, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_cli_run_and_bad_input(foreign: Foreign, tmp_path: Path, cli_env: dict[str, str]) -> None:
     _plant(foreign)
     good = _file(tmp_path, foreign)
     # missing credential variable: exit 255, one line naming it, Toxiproxy stopped
@@ -110,7 +110,7 @@ def test_cli_run_and_bad_input(foreign: Cluster, tmp_path: Path, cli_env: dict[s
     _nothing_running(env)
 
 
-def test_cli_up_external_starts_only_toxiproxy(foreign: Cluster, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_cli_up_external_starts_only_toxiproxy(foreign: Foreign, tmp_path: Path, cli_env: dict[str, str]) -> None:
     env = dict(cli_env, CC_TEST_PGPASSWORD="x")
     p = _cli("up", "--backend", "external", "--cluster", str(_file(tmp_path, foreign)), "--name", "ext", env=env)
     try:
@@ -128,7 +128,7 @@ def test_cli_up_external_starts_only_toxiproxy(foreign: Cluster, tmp_path: Path,
     _untouched(foreign)
 
 
-def test_certify_on_the_external_cluster(foreign: Cluster, tmp_path: Path, pgpass: str) -> None:
+def test_certify_on_the_external_cluster(foreign: Foreign, tmp_path: Path, pgpass: str) -> None:
     from harness import certify as C
 
     _plant(foreign)
@@ -140,7 +140,7 @@ def test_certify_on_the_external_cluster(foreign: Cluster, tmp_path: Path, pgpas
     _untouched(foreign)
 
 
-def test_commands_checked_timed_masked_and_never_kill_at_teardown(foreign: Cluster, tmp_path: Path,
+def test_commands_checked_timed_masked_and_never_kill_at_teardown(foreign: Foreign, tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
@@ -172,7 +172,7 @@ def test_commands_checked_timed_masked_and_never_kill_at_teardown(foreign: Clust
         missing.kill()
 
 
-def test_namespaced_redis_connection(foreign: Cluster) -> None:
+def test_namespaced_redis_connection(foreign: Foreign) -> None:
     port = _ports(foreign)[0]
     plain = redis.Redis(port=port)
     plain.set("someone-else:key", "keep me")
@@ -260,7 +260,7 @@ def test_tls_client_keeps_the_server_hostname(monkeypatch: pytest.MonkeyPatch) -
         expand("${CC_TLS_PW}")
 
 
-def test_a_sigkilled_run_leaves_no_namespace(foreign: Cluster, tmp_path: Path, cli_env: dict[str, str]) -> None:
+def test_a_sigkilled_run_leaves_no_namespace(foreign: Foreign, tmp_path: Path, cli_env: dict[str, str]) -> None:
     """The run's reaper (it inherited the run's environment: the ${VAR} credentials) removes the
     dead run's keys and schema, and stops its Toxiproxy."""
     import signal

@@ -11,6 +11,7 @@ scenarios are their own tests' business; here only the faults are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import workloads
 from harness.cluster import Cluster
 from harness.runner import ConfigError, Run, RunConfig, prepare
+from harness.topology import Topology
 
 TIME_LIMIT = 2.0
 # what a plan's refusal (with the workload's defaults) names as missing
@@ -48,9 +50,10 @@ def config(workload: str, plan: str, reports: Path) -> RunConfig:
 
 
 @pytest.mark.parametrize("workload,plan", CASES, ids=[f"{w}:{p}" for w, p in CASES])
-def test_every_fault_of_a_named_plan_takes_effect(cluster: Cluster, tmp_path: Path, workload: str, plan: str) -> None:
+def test_every_fault_of_a_named_plan_takes_effect(cluster_for: Callable[[Topology], Cluster], tmp_path: Path,
+                                                 workload: str, plan: str) -> None:
     prepared = prepare(config(workload, plan, tmp_path))
-    res = Run(prepared, cluster=cluster, progress=False, render=False).execute()
+    res = Run(prepared, cluster=cluster_for(prepared.topology), progress=False, render=False).execute()
     records = res["faults"]
     for p in records:
         print(f"{workload} {plan}: {p['fault']}: {'verified' if p['verified'] else 'NOT VERIFIED'} ({p['observed']})")

@@ -7,6 +7,7 @@ and a run dir re-checked after its history was cut mid-record says so and is nev
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,19 @@ import workloads
 from checkers.cli import check_main
 from harness.cluster import Cluster
 from harness.runner import Run, RunConfig, prepare
+from harness.topology import Topology
 
 WORKLOADS = sorted(workloads.REGISTRY)
+# a plan that bites within the 3 s run (the default failover needs its fault on for 5 s)
+PLAN = {"redis-failover": "split-brain"}
 
 
-def _run(cluster: Cluster, tmp_path: Path, workload: str, **kw: Any) -> dict[str, Any]:
+def _run(cluster: Cluster | Callable[[Topology], Cluster], tmp_path: Path, workload: str, **kw: Any) -> dict[str, Any]:
     cfg = RunConfig(workload=workload, reports=str(tmp_path), seed=5, time_limit=kw.pop("time_limit", 3.0),
                     quiesce=0.3, **kw)
-    return Run(prepare(cfg), cluster=cluster, progress=False, render=False).execute()
+    p = prepare(cfg)
+    return Run(p, cluster=cluster if isinstance(cluster, Cluster) else cluster(p.topology), progress=False,
+               render=False).execute()
 
 
 def _recheck(run_dir: str, tmp_path: Path, *extra: str) -> tuple[int, dict[str, Any]]:
@@ -37,8 +43,9 @@ def test_every_workload_is_covered() -> None:
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_recheck_gives_the_runs_verdicts(cluster: Cluster, tmp_path: Path, workload: str) -> None:
-    res = _run(cluster, tmp_path, workload)
+def test_recheck_gives_the_runs_verdicts(cluster_for: Callable[[Topology], Cluster], tmp_path: Path,
+                                        workload: str) -> None:
+    res = _run(cluster_for, tmp_path, workload, **({"faults": PLAN[workload]} if workload in PLAN else {}))
     rc, again = _recheck(res["run_dir"], tmp_path)
     wl = workloads.load(workload)
     planned = [n for n in wl.checkers if wl.default_strategy in wl.checker_strategies.get(n, (wl.default_strategy,))]

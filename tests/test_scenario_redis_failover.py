@@ -145,7 +145,7 @@ def test_refusals_are_one_line() -> None:
         prepare(RunConfig(workload=WL, topology="redis=replica", time_limit=5))
     with pytest.raises(ConfigError, match="wait_ms must be >= 1"):
         prepare(RunConfig(workload=WL, strategy="cache-first-wait", params={"wait_ms": 0}, time_limit=5))
-    p = prepare(RunConfig(workload=WL, time_limit=8))
+    p = prepare(RunConfig(workload=WL, time_limit=10))
     assert p.topology.redis == "sentinel" and p.strategy_name == "cache-first"
     assert p.schedule[0].fault.kind == "failover" and p.schedule[0].fault.params == {"how": "partition"}
 
