@@ -1,5 +1,6 @@
 """Cold and warm start of each topology, side by side with today's one-of-each cluster, and the memory
-of its servers (issue 16: sentinel + PostgreSQL replica + 3 Kafka brokers up in < 30 s on 2 cores).
+of its servers (issue 16: sentinel + PostgreSQL replica + 3 Kafka brokers up in < 30 s on 2 cores), and
+how long ``down`` takes (every server stopped at once).
 
     python -m benchmarks.topology_bench [--reps 2] [--only WORDS]
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks.app_node_scale import rss_mb
@@ -36,7 +38,9 @@ def start_once(words: str, state: Path) -> dict[str, float]:
             if proc is not None:
                 t[f"rss:{name}"] = rss_mb(proc.pid)
     finally:
+        t0 = time.monotonic()
         c.down()
+        t["down"] = time.monotonic() - t0
         c.remove()
     return t
 
@@ -60,19 +64,19 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 - report and go on with the others
                 failed[t] = f"{type(e).__name__}: {str(e).splitlines()[0]}"
     base = statistics.median(r["total"] for r in runs.get("single", [])) if runs.get("single") else None
-    print(f"{'topology':52} {'up (s)':>7} {'x single':>8} {'slowest server':>24} {'RSS MB':>8}")
+    print(f"{'topology':52} {'up (s)':>7} {'x single':>8} {'slowest server':>24} {'RSS MB':>8} {'down (s)':>8}")
     for t in tops:
         if t in failed:
             print(f"{t:52} failed: {failed[t]}")
             continue
         rs = runs[t]
         total = statistics.median(r["total"] for r in rs)
-        servers = {k for r in rs for k in r if k not in ("total",) and not k.startswith("rss:")}
+        servers = {k for r in rs for k in r if k not in ("total", "down") and not k.startswith("rss:")}
         slow = max(servers, key=lambda k: statistics.median(r.get(k, 0) for r in rs))
         rss = statistics.median(sum(v for k, v in r.items() if k.startswith("rss:")) for r in rs)
         ratio = f"{total / base:.2f}x" if base else "-"
         print(f"{t:52} {total:7.2f} {ratio:>8} {slow + f' {statistics.median(r.get(slow, 0) for r in rs):.2f} s':>24}"
-              f" {rss:8.0f}")
+              f" {rss:8.0f} {statistics.median(r['down'] for r in rs):8.2f}")
         kafka = [statistics.median(r.get(k, 0) for r in rs) for k in sorted({k for r in rs for k in r})
                  if k.startswith("rss:kafka")]
         if len(kafka) > 1:

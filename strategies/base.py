@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from core.clients import Pg, redis_client
+from core.clients import Pg, redis_client, sentinel_master
 
 
 class DefiniteFailure(Exception):
@@ -55,6 +55,11 @@ class Env:
         return self.add_proxy(f"{service}.{suffix}", service)
 
     def redis(self, **kw: Any) -> Any:
+        """A client of the Redis primary: node ``redis``, or, with Sentinels (``redis=sentinel``),
+        whichever node they name at connect time (a killed primary's clients reconnect to the
+        promoted one; an open connection to a cut-off primary keeps reaching it, as real clients do)."""
+        if any(name.startswith("sentinel-") for name in self.endpoints):
+            return sentinel_master(self.endpoints, timeout=self.timeout, **kw)
         return redis_client(self.endpoints["redis"], timeout=self.timeout, **kw)
 
     def pg(self) -> Pg:

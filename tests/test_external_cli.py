@@ -280,10 +280,11 @@ def test_a_sigkilled_run_leaves_no_namespace(foreign: Foreign, tmp_path: Path, c
 
     try:
         deadline = time.monotonic() + 40
-        while not all(ours()):  # the run is in its load phase: schema and cache keys exist
+        seen = ours()
+        while not all(seen):  # the run is in its load phase: schema and cache keys exist
             assert time.monotonic() < deadline and p.poll() is None, "the run never wrote its namespace"
             time.sleep(0.2)
-        seen = ours()
+            seen = ours()  # (kept as seen: cache-aside deletes keys, so a second look may find none)
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait(10)

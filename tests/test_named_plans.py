@@ -50,7 +50,7 @@ def config(workload: str, plan: str, reports: Path) -> RunConfig:
 
 
 @pytest.mark.parametrize("workload,plan", CASES, ids=[f"{w}:{p}" for w, p in CASES])
-def test_every_fault_of_a_named_plan_takes_effect(cluster_for: Callable[[Topology], Cluster], tmp_path: Path,
+def test_every_fault_of_a_named_plan_takes_effect(cluster_for: Callable[[Topology], Cluster | None], tmp_path: Path,
                                                  workload: str, plan: str) -> None:
     prepared = prepare(config(workload, plan, tmp_path))
     res = Run(prepared, cluster=cluster_for(prepared.topology), progress=False, render=False).execute()

@@ -24,7 +24,7 @@ WORKLOADS = sorted(workloads.REGISTRY)
 PLAN = {"redis-failover": "split-brain"}
 
 
-def _run(cluster: Cluster | Callable[[Topology], Cluster], tmp_path: Path, workload: str, **kw: Any) -> dict[str, Any]:
+def _run(cluster: Cluster | Callable[[Topology], Cluster | None], tmp_path: Path, workload: str, **kw: Any) -> dict[str, Any]:
     cfg = RunConfig(workload=workload, reports=str(tmp_path), seed=5, time_limit=kw.pop("time_limit", 3.0),
                     quiesce=0.3, **kw)
     p = prepare(cfg)
@@ -43,7 +43,7 @@ def test_every_workload_is_covered() -> None:
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
-def test_recheck_gives_the_runs_verdicts(cluster_for: Callable[[Topology], Cluster], tmp_path: Path,
+def test_recheck_gives_the_runs_verdicts(cluster_for: Callable[[Topology], Cluster | None], tmp_path: Path,
                                         workload: str) -> None:
     res = _run(cluster_for, tmp_path, workload, **({"faults": PLAN[workload]} if workload in PLAN else {}))
     rc, again = _recheck(res["run_dir"], tmp_path)

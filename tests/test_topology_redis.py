@@ -21,6 +21,7 @@ from harness.runner import ConfigError, RunConfig, prepare
 from harness.services import redis_ha
 from harness.services.base import marked_groups
 from harness.topology import Topology
+from strategies.base import Env
 
 pytestmark = pytest.mark.cluster
 TOPO = Topology(redis="sentinel")
@@ -97,6 +98,8 @@ def test_sentinel_topology_roles_and_announced_addresses(cluster: Cluster) -> No
 
 def test_failover_kill_promotes_a_replica_and_the_old_primary_rejoins(cluster: Cluster) -> None:
     old = redis_ha.current_primary(cluster)
+    strategy_client = Env(cluster.endpoints, timeout=1.0).redis()  # what every strategy's env.redis() gives
+    strategy_client.set("k", "before")
     f = make_fault("failover", "redis", {"how": "kill"}, NAMES)
     ctx, window = _ctx(cluster)
     f.start(ctx)
@@ -105,6 +108,14 @@ def test_failover_kill_promotes_a_replica_and_the_old_primary_rejoins(cluster: C
     new = f.describe()["promoted"]
     assert new != old and f.describe()["primary"] == old and "answers ROLE master" in observed
     assert redis_ha.role(cluster, old) is None  # dead
+    # the strategies' client lost its connection with the old primary and reconnects to the new one
+    try:
+        strategy_client.set("k", "after")
+    except redis.ConnectionError:  # the stale connection may fail once (no retries of its own)
+        strategy_client.set("k", "after")
+    assert strategy_client.connection_pool.get_master_address() == ("127.0.0.1", cluster.proxies[new])
+    assert redis_client(cluster.direct[new]).get("k") == b"after"
+    strategy_client.close()
     window.end()
     f.stop(ctx)
     d = f.describe()
