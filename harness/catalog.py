@@ -142,8 +142,11 @@ def fault_entries() -> list[Entry]:
     for kind, cls in REGISTRY.items():
         k = cls.kinds[kind]
         params = " ".join(p.text(name) for name, p in k.params.items()) or "(none)"
-        out.append(Entry(kind, k.text or "(no description)", params,
-                         {"target": TARGETS[cls.targets], "example": f"{kind}:{k.example}@2+3"}))
+        floor = cls.min_on_s
+        text = (k.text or "(no description)") + (f" [needs >= {floor:g} s on]" if floor else "")
+        out.append(Entry(kind, text, params,
+                         {"target": TARGETS[cls.targets], "example": f"{kind}:{k.example}@2+{max(3, floor):g}",
+                          **({"min_on_s": floor} if floor else {})}))
     return out
 
 
