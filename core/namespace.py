@@ -197,6 +197,18 @@ def prefix_of(client: Any) -> bytes | None:
     return getattr(pool, "connection_kwargs", {}).get("prefix") if pool is not None else None
 
 
+def run_token(client: Any) -> str:
+    """A fresh token for the names a run creates outside Redis and PostgreSQL (Kafka topics and
+    consumer groups, which no connection can rewrite). Under a namespaced client it starts with the
+    namespace, which is unique to the run, so the clean-up of that namespace finds exactly those
+    names (harness/services/external.py) and nothing of anyone else's."""
+    import uuid
+
+    prefix = prefix_of(client)
+    token = uuid.uuid4().hex[:12]
+    return f"{prefix.decode().rstrip(':')}-{token}" if prefix else token
+
+
 def clear(client: Any, batch: int = 500) -> int:
     """Delete every key under the client's prefix (SCAN MATCH + UNLINK in batches); how many."""
     prefix = prefix_of(client)

@@ -92,6 +92,11 @@ class Toxiproxy:
     def delete_proxy(self, name: str) -> None:
         self._call("DELETE", f"/proxies/{name}")
 
+    def set_upstream(self, name: str, upstream: str) -> None:
+        """Point a proxy at another server; Toxiproxy closes the proxy's live connections (clients
+        reconnect, to the new upstream) and keeps its listen address and toxics."""
+        self._call("POST", f"/proxies/{name}", {"upstream": upstream, "enabled": True})
+
     def set_enabled(self, name: str, enabled: bool) -> None:
         """Disable = the proxy closes its listener and live connections: clients fail fast."""
         self._call("POST", f"/proxies/{name}", {"enabled": enabled})

@@ -45,6 +45,7 @@ from typing import Any, ClassVar
 import redis
 
 from core.clients import redis_client
+from core.namespace import run_token
 from strategies.base import Env, KvTable, ParamError, decode, encode, positive
 
 log = logging.getLogger("cachecert.subscriber")
@@ -291,7 +292,7 @@ class SubKafkaGroup(SubPubSub):
         conf = env.kafka_conf()
         token = self.redis.get(TOKEN_KEY)
         if token is None:  # the workload sets one per run; alone, the first node picks it
-            self.redis.set(TOKEN_KEY, uuid.uuid4().hex[:12], nx=True)
+            self.redis.set(TOKEN_KEY, run_token(self.redis), nx=True)
             token = self.redis.get(TOKEN_KEY)
         token = token.decode()
         self.topic = f"cc-inv-{token}"

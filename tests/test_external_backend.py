@@ -5,7 +5,7 @@ backend (a run starting its own cluster) gives on the same seeds (positive and n
 fault by those commands (verified by probes), keep to its own namespace (a foreign key, a foreign
 public.kv row and another schema's table survive; nothing of the run's namespace is left), never
 write a credential into the run directory, reach a TLS-only Redis with its certificate's hostname
-checked, and find a Redis primary through Sentinel. Bad input and the pieces: test_external_cli.py."""
+checked, and find a Redis primary through Sentinel and follow it across a failover. Bad input and the pieces: test_external_cli.py."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import redis
 from _external import Foreign, _file, _plant, _ports, _run, _untouched, _verified
 
 from harness.cluster import Cluster
+from harness.services.base import wait_until
 from harness.runner import ConfigError, RunConfig, prepare
 from harness.services import ServiceError
 
@@ -161,7 +162,15 @@ def test_tls_redis_through_the_proxy(foreign: Foreign, tmp_path: Path, pgpass: s
         prepare(RunConfig(workload="register", faults="redis-kill", backend="external", cluster_file=str(f)))
 
 
-def test_redis_found_through_sentinel(foreign: Foreign, tmp_path: Path, pgpass: str) -> None:
+def test_redis_found_through_sentinel_and_followed_across_a_failover(foreign: Foreign, tmp_path: Path,
+                                                                      pgpass: str) -> None:
+    """The primary is found through the Sentinels (the first one listed does not answer), and when
+    the user's Sentinels fail over mid-run (SENTINEL FAILOVER, as an operator would) the proxy
+    follows: the history records both primaries, and writes succeed on the new one."""
+    import threading
+
+    import orjson
+
     from harness.topology import Topology
 
     with Cluster(services=("redis",), name=f"foreign-sentinel-{os.getpid()}", topology=Topology(redis="sentinel")) as s:
@@ -170,15 +179,38 @@ def test_redis_found_through_sentinel(foreign: Foreign, tmp_path: Path, pgpass: 
         f.write_text(f'[redis]\nsentinels = ["127.0.0.1:1", "{sentinel}"]\nmaster = "mymaster"\n\n'
                      f'[postgres]\nurl = "postgresql://postgres:${{CC_TEST_PGPASSWORD}}@127.0.0.1:{_ports(foreign)[1]}'
                      '/postgres"\n')
-        res = _run(tmp_path, "cache-aside", "none", workload="register", time_limit=1.5, backend="external",
-                   cluster_file=str(f), checkers=["durability"])
+        sent = redis.Redis(host="127.0.0.1", port=int(sentinel.rpartition(":")[2]))
+        before = sent.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+        timer = threading.Timer(2.5, lambda: sent.execute_command("SENTINEL", "FAILOVER", "mymaster"))
+        timer.start()
+        try:
+            res = _run(tmp_path, "cache-aside", "none", workload="register", time_limit=6.0, backend="external",
+                       cluster_file=str(f), checkers=["durability"])
+        finally:
+            timer.cancel()
+        after = sent.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+        assert after != before, "the Sentinels did not fail over during the run"
         assert not res.get("error") and res["counts"]["ok"] > 50
-        hist = (Path(res["run_dir"]) / "history.jsonl").read_text()
-        assert '"source": "cache"' in hist or '"source":"cache"' in hist  # fills were SET: the primary
-        primary = redis.Redis(port=int(s.direct["redis"].rpartition(":")[2]))
-        assert not [k for k in primary.keys("*") if k.startswith(b"cc_")]  # wrote there, and cleaned up
+        hist = [orjson.loads(line) for line in (Path(res["run_dir"]) / "history.jsonl").read_bytes().splitlines()]
+        assert any(r.get("source") == "cache" for r in hist if r.get("type") == "ok")  # fills were SET: a primary
+        primaries = [(r["time_ns"], r["value"]["primary"]) for r in hist if r.get("f") == "primary"]
+        new = f"{after[0].decode()}:{int(after[1])}"
+        assert [p for _, p in primaries] == [f"{before[0].decode()}:{int(before[1])}", new], primaries
+        switched = primaries[1][0]
+        late_writes = [r for r in hist if r.get("f") == "write" and r.get("type") == "ok" and r["time_ns"] > switched
+                       and r.get("phase") != "final"]
+        assert late_writes, "no write succeeded after the proxy moved to the new primary"
+        def ours(node: str) -> list[bytes]:
+            return [k for k in redis.Redis(port=int(s.direct[node].rpartition(":")[2])).keys("*") if k.startswith(b"cc_")]
+
+        primary = next(n for n in ("redis-2", "redis-3")  # the failover moved it off "redis"
+                       if redis.Redis(port=int(s.direct[n].rpartition(":")[2])).execute_command("ROLE")[0] == b"master")
+        assert ours(primary) == [], "the run's namespace was left on the new primary"
+        # the old primary took writes until the proxy moved; Sentinel turns it into a replica, whose
+        # resync from the new primary drops them (and the clean-up's deletes reach every replica)
+        assert wait_until(lambda: not ours("redis") and not ours("redis-2") and not ours("redis-3"), 20)
         log = (Path(res["run_dir"]) / "harness.log").read_text()
-        assert "namespace is cc_" in log
+        assert "namespace is cc_" in log and "the proxy follows" in log
 
 
 def test_redis_password_by_reference(foreign: Foreign, tmp_path: Path, pgpass: str,

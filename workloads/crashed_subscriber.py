@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.namespace import run_token
 from core.ops import nothing_to_judge
 from workloads.base import Direct, Workload, pct, setup_kv
 from workloads.feature_flags import Reads
@@ -36,10 +37,8 @@ SUB_STRATEGIES = ("sub-pubsub", "sub-pubsub-ttl", "sub-kafka-group", "sub-kafka-
 
 def setup(d: Direct) -> None:
     """Fresh tables and cache, and a fresh bus namespace (Kafka topic and group ids) for this run."""
-    import uuid
-
     setup_kv(d)
-    d.redis.set("cc:bus-token", uuid.uuid4().hex[:12])
+    d.redis.set("cc:bus-token", run_token(d.redis))  # on an external cluster it names the run's namespace
 
 
 def crash_windows(rd: Reads) -> list[dict[str, Any]]:
@@ -152,6 +151,7 @@ WORKLOAD = Workload(
     default_strategy="sub-kafka-group",
     app_ops=("read", "write"),
     services=("redis", "postgres", "kafka"),
+    isolated=True,  # setup_kv + a bus token that names the namespace (Kafka topic, groups): external-safe
     keys=100,
     mix={"read": 0.97, "write": 0.03},
     time_limit=10.0,

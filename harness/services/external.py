@@ -28,6 +28,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -77,6 +78,7 @@ class ExternalService:
         self.killed = False
         self.namespaced = False  # the schema exists / keys may: teardown removes them
         self.started = False
+        self.follower: SentinelFollower | None = None  # Redis through Sentinel: keeps the proxy on the primary
         self.closing = False  # the cluster is coming down: never kill, a failed resume is only logged
         self.cancel = None
 
@@ -112,6 +114,8 @@ class ExternalService:
         if s.sentinels:
             s.host, s.port = _sentinel_master(s)
         self.toxiproxy().create_proxy(f"{self.name}.harness", self.endpoint, s.address)
+        if s.sentinels:
+            self.follower = SentinelFollower(self)
         self.wait_healthy(timeout=min(s.timeout, 5.0))  # it runs already: not answering is not "starting"
         try:
             self._check_access()
@@ -149,6 +153,8 @@ class ExternalService:
             with psycopg.connect(**self.access.pg_kwargs(self.server.host, self.server.port), autocommit=True,
                                  connect_timeout=5) as c:
                 c.execute("select 1")
+        elif self.protocol == "kafka":
+            self.namespaced = True  # topics and groups are named after the namespace (core.namespace.run_token)
 
     def redis(self) -> Any:
         import redis
@@ -159,6 +165,8 @@ class ExternalService:
 
     def stop(self) -> None:
         """Never stops a server of the user's; only undoes a pause of ours."""
+        if self.follower is not None:
+            self.follower.stop()
         try:
             self.resume()
         except Exception:  # noqa: BLE001 - logged by _run; stopping must not escalate to kill
@@ -284,9 +292,96 @@ def _killpg(pid: int) -> None:
         pass
 
 
+class SentinelFollower:
+    """Keeps the harness proxy of a Redis reached through Sentinel on the primary the Sentinels name.
+
+    Clients of a Sentinel deployment ask the Sentinels where the primary is and reconnect there
+    after a failover; cachecert's clients reach the one proxy instead, so the proxy does the asking:
+    every ``interval`` s it asks the Sentinels, and when they name a new address that answers ROLE
+    as master it re-points the proxy there (Toxiproxy drops the proxy's live connections on a new
+    upstream, so every client reconnects, to the new primary, as a Sentinel client would). Each
+    switch is kept in ``switches`` and given to the listener (the nemesis's ``primary`` record)."""
+
+    def __init__(self, svc: ExternalService, interval: float = 0.5) -> None:
+        self.svc, self.interval = svc, interval
+        self.current = svc.server.address
+        self.switches: list[dict[str, Any]] = []
+        self.listener: Any = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="sentinel-follow", daemon=True)
+        self._thread.start()
+
+    def listen(self, note: Any) -> SentinelFollower:
+        """``note(view)`` now with the current primary, then with each switch (PrimaryWatch's records)."""
+        with self._lock:
+            self.listener = note
+            note(self._view(self.current))
+        return self
+
+    @staticmethod
+    def _view(addr: str) -> dict[str, Any]:
+        return {"primary": addr, "masters": [addr], "votes": {}}
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except Exception as e:  # noqa: BLE001 - following must never take the run down
+                logging.getLogger("cachecert.external").debug("sentinel follow: %s", e)
+
+    def poll(self) -> bool:
+        """One look; True when the proxy was moved."""
+        s = self.svc.server
+        try:
+            host, port = _sentinel_master(s)
+        except ServiceError:
+            return False  # no Sentinel answered (a fault, a restart): keep the proxy where it is
+        addr = f"{host}:{port}"
+        if addr == self.current or _role(s, host, port) != "master":
+            return False  # the same, or named before it took over: the next look decides
+        with self._lock:
+            if self._stop.is_set():
+                return False
+            self.svc.toxiproxy().set_upstream(f"{self.svc.name}.harness", addr)
+            was, self.current = self.current, addr
+            s.host, s.port = host, port
+            self.switches.append({"at": time.time(), "from": was, "to": addr})
+            logging.getLogger("cachecert.external").warning("redis: the Sentinels moved the primary %s -> %s; "
+                                                            "the proxy follows", was, addr)
+            if self.listener is not None:
+                self.listener(self._view(addr))
+        return True
+
+    def unlisten(self) -> None:
+        with self._lock:
+            self.listener = None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+
+def _role(s: Server, host: str, port: int) -> str | None:
+    """What the server at host:port says it is (ROLE), or None when it does not answer."""
+    import redis
+
+    r = redis.Redis(host=host, port=port, socket_timeout=2, socket_connect_timeout=2,
+                    username=expand(s.username, "redis.username") if s.username else None,
+                    password=expand(s.password, "redis.password") if s.password else None)
+    try:
+        role = r.execute_command("ROLE")
+        return role[0].decode() if isinstance(role[0], bytes) else str(role[0])
+    except (redis.RedisError, OSError, IndexError):
+        return None
+    finally:
+        r.close()
+
+
 def _sentinel_master(s: Server) -> tuple[str, int]:
-    """The primary's address as the Sentinels say now: the proxy points there for the whole run (a
-    later failover is not followed; the clients keep reaching the old primary, as the README says)."""
+    """The primary's address as the first Sentinel that answers says now (at start, and for every
+    look of the SentinelFollower)."""
     import redis
 
     errors = []
@@ -369,6 +464,8 @@ def teardown(cluster: Any) -> list[str]:
     for svc in list(cluster.svc.values()):
         if isinstance(svc, ExternalService):
             svc.closing = True
+            if svc.follower is not None:
+                svc.follower.stop()
             svc.resume()  # a server still paused would hold the clean-up (a failed resume is logged)
             problems += _remove_namespace(svc)
     resolver = getattr(cluster, "resolver", None)
@@ -398,10 +495,53 @@ def _remove_namespace(svc: ExternalService) -> list[str]:
             with psycopg.connect(**svc.access.pg_kwargs(svc.server.host, svc.server.port), autocommit=True,
                                  connect_timeout=5) as c:
                 c.execute(f'drop schema if exists "{svc.access.namespace}" cascade')
+        elif svc.protocol == "kafka":
+            _remove_kafka_names(svc.server.address, svc.access.namespace)
         svc.namespaced = False
     except Exception as e:  # noqa: BLE001 - the rest is still removed
         return [f"{svc.name}: namespace {svc.access.namespace} not removed: {e}"]
     return []
+
+
+def _remove_kafka_names(bootstrap: str, namespace: str, timeout: float = 15.0) -> list[str]:
+    """Delete the consumer groups and topics whose names contain ``namespace`` (unique to the run:
+    ``cc_<time>_<hex>``; every Kafka name a run creates carries it), nothing else. A group whose
+    last member has only just left may still be non-empty for a moment: retried until ``timeout``.
+    Returns what was removed."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000, "log_level": 0})
+    removed: list[str] = []
+    deadline = time.monotonic() + timeout
+    groups = [g.group_id for g in admin.list_consumer_groups(request_timeout=10).result(15).valid
+              if namespace in g.group_id]
+    while groups:
+        left = []
+        for g, fut in admin.delete_consumer_groups(groups, request_timeout=10).items():
+            try:
+                fut.result(15)
+                removed.append(f"group {g}")
+            except KafkaException as e:
+                if "GROUP_ID_NOT_FOUND" in str(e):
+                    continue
+                if time.monotonic() >= deadline:
+                    raise
+                left.append(g)
+        groups = left
+        if groups:
+            time.sleep(0.5)
+    topics = [t for t in admin.list_topics(timeout=10).topics if namespace in t]
+    for t, fut in (admin.delete_topics(topics, operation_timeout=10).items() if topics else []):
+        try:
+            fut.result(15)
+            removed.append(f"topic {t}")
+        except KafkaException as e:
+            if "UNKNOWN_TOPIC" not in str(e):
+                raise
+    if removed:
+        logging.getLogger("cachecert.external").info("kafka %s: removed %s", bootstrap, ", ".join(removed))
+    return removed
 
 
 def reap_namespace(cluster_dir: Path) -> str:
@@ -417,7 +557,7 @@ def reap_namespace(cluster_dir: Path) -> str:
         return f"; namespace {rec.get('namespace')} left: {e}"
     problems: list[str] = []
     for name, server in cf.servers.items():
-        if name not in ("redis", "postgres"):
+        if name not in ("redis", "postgres", "kafka"):
             continue
         svc = ExternalService(server, cluster_dir, rec["namespace"], 0)
         svc.closing = svc.namespaced = True
@@ -437,8 +577,10 @@ def refusal(cf: ClusterFile, workload: Any, schedule: list[Any], cfg: Any) -> st
     if not getattr(workload, "isolated", False):
         return (f"workload {workload.name} cannot run on the external backend: its set-up is not confined to a "
                 "per-run namespace (it could flush or drop data cachecert did not create)")
-    if "kafka" in workload.services:
-        return f"workload {workload.name} uses Kafka: per-run topic names are not built for the external backend"
+    kafka = cf.servers.get("kafka")
+    if "kafka" in workload.services and kafka is not None and kafka.tls:
+        return (f"workload {workload.name} uses Kafka, and Kafka over TLS is not built for the external backend "
+                "(the clients would need the brokers' own names to check their certificates)")
     if getattr(cfg, "app", None) or getattr(cfg, "app_file", None):
         return "--app/--app-file on the external backend: the service's own connections cannot be confined to the run's namespace"
     if getattr(cfg, "topology", None) not in (None, "", "single"):
@@ -455,6 +597,10 @@ def refusal(cf: ClusterFile, workload: Any, schedule: list[Any], cfg: Any) -> st
             # kill (or a reset) would look verified when nothing happened
             return (f"{f.kind}:{f.target}: {tls.name} is TLS-only in {cf.path.name}, and fault probes speak the plain "
                     "protocol (they cannot tell a fault from none); not available")
+        if getattr(f, "targets", "") == "proxy" and f.target.partition(".")[0].startswith("kafka"):
+            return (f"{f.kind}:{f.target}: a link fault on Kafka would not bite on the external backend: the brokers "
+                    "advertise their own addresses, so after bootstrap the clients no longer pass through "
+                    "cachecert's proxy (process faults by the file's commands work)")
         if getattr(f, "targets", "") != "service":
             continue
         server = cf.servers.get(f.target)

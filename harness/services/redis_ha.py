@@ -264,8 +264,12 @@ class PrimaryWatch:
         self._thread = threading.Thread(target=self._loop, name="primary-watch", daemon=True)
 
     @classmethod
-    def start_for(cls, cluster: Any, note: Any) -> PrimaryWatch | None:
-        """A running watch when the cluster has Sentinels, else None."""
+    def start_for(cls, cluster: Any, note: Any) -> PrimaryWatch | _FollowerWatch | None:
+        """A running watch when the cluster has Sentinels, else None. An external Redis reached
+        through Sentinel has its follower (services/external.py) report the primary instead."""
+        follower = getattr(getattr(cluster, "svc", {}).get("redis"), "follower", None)
+        if follower is not None:
+            return _FollowerWatch(follower.listen(note))
         if getattr(getattr(cluster, "topology", None), "redis", "single") != "sentinel":
             return None
         w = cls(cluster, note)
@@ -325,6 +329,17 @@ class PrimaryWatch:
             pass
         for c in self._clients.values():
             c.close()
+
+
+class _FollowerWatch:
+    """PrimaryWatch's stop() for an external Sentinel follower: stop listening (the follower itself
+    runs until the cluster's teardown)."""
+
+    def __init__(self, follower: Any) -> None:
+        self.follower = follower
+
+    def stop(self) -> None:
+        self.follower.unlisten()
 
 
 __all__ = ["CLUSTER_SIDE", "MASTER", "PrimaryWatch", "RedisNode", "SentinelNode", "agreed_primary", "current_primary", "expand",
