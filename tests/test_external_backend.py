@@ -22,9 +22,9 @@ import redis
 from _external import Foreign, _file, _plant, _ports, _run, _untouched, _verified
 
 from harness.cluster import Cluster
-from harness.services.base import wait_until
 from harness.runner import ConfigError, RunConfig, prepare
 from harness.services import ServiceError
+from harness.services.base import wait_until
 
 foreign = _external.foreign  # the module-scoped "foreign" cluster (one per test module)
 pgpass = _external.pgpass
