@@ -60,7 +60,7 @@ class Server:
     sslmode: str | None = None
     ca_file: str | None = None
     server_hostname: str | None = None
-    sentinels: list[tuple[str, int]] = field(default_factory=list)  # redis via Sentinel: resolved at start
+    sentinels: list[tuple[str, int]] = field(default_factory=list)  # redis via Sentinel: resolved at start, then followed
     master: str | None = None
     commands: dict[str, str] = field(default_factory=dict)
     timeout: float = 30.0  # seconds a command may take

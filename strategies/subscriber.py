@@ -425,6 +425,9 @@ class SubKafkaGroup(SubPubSub):
                     c.close()
             except Exception:  # noqa: BLE001
                 pass
+        # drop the producer (librdkafka destroys it with the last reference): one left alive refreshes
+        # its metadata after the run's topic is deleted and, with auto-create on, creates it again
+        self.producer = self.consumer = None
         self.thread = None
         super().close()
 

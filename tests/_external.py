@@ -43,15 +43,14 @@ def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def foreign() -> Iterator[Foreign]:
+def start_foreign(services: str) -> Iterator[Foreign]:
     """Started as a user starts one, ``cachecert up`` (detached, in a state directory of its own),
     stopped with ``cachecert down --name``."""
     state = Path(tempfile.mkdtemp(prefix="cachecert-foreign-", dir="/tmp"))
     state.chmod(0o755)
     env = dict(os.environ, CACHECERT_STATE_DIR=str(state))
     name = f"foreign-{os.getpid()}"
-    p = cli("up", "--services", "redis,postgres", "--name", name, "--json", env=env)
+    p = cli("up", "--services", services, "--name", name, "--json", env=env)
     try:
         assert p.returncode == 0, p.stderr
         info = json.loads(p.stdout)
@@ -62,6 +61,11 @@ def foreign() -> Iterator[Foreign]:
         left = [c for c in list_clusters(state) if c["running"]]
         shutil.rmtree(state, ignore_errors=True)
         assert not left, f"cachecert down --name {name} left {left}"
+
+
+@pytest.fixture(scope="module")
+def foreign() -> Iterator[Foreign]:
+    yield from start_foreign("redis,postgres")
 
 
 def _ports(c: Foreign) -> tuple[int, int]:

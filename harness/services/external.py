@@ -16,6 +16,10 @@ Data it did not create is never touched: the run works in a fresh namespace ``cc
 (core/namespace.py: Redis keys under ``NS:``, PostgreSQL in schema ``NS``) that every connection
 to this cluster's addresses is confined to (core/access.py), and ``teardown`` removes that
 namespace alone. Workloads whose set-up is not known to stay inside it are refused (``refusal``).
+Kafka names cannot be rewritten in a connection, so the run's topics and consumer groups carry the
+namespace in their names (core.namespace.run_token) and the clean-up deletes those; Kafka link
+faults are refused (the brokers advertise their own addresses: after bootstrap the clients do not
+pass through the proxy). A Redis behind Sentinel is followed across failovers (SentinelFollower).
 """
 
 from __future__ import annotations
@@ -531,14 +535,20 @@ def _remove_kafka_names(bootstrap: str, namespace: str, timeout: float = 15.0) -
         groups = left
         if groups:
             time.sleep(0.5)
-    topics = [t for t in admin.list_topics(timeout=10).topics if namespace in t]
-    for t, fut in (admin.delete_topics(topics, operation_timeout=10).items() if topics else []):
-        try:
-            fut.result(15)
-            removed.append(f"topic {t}")
-        except KafkaException as e:
-            if "UNKNOWN_TOPIC" not in str(e):
-                raise
+    for _ in range(3):  # a client of the run still alive can re-create a topic (auto-create): look again
+        topics = [t for t in admin.list_topics(timeout=10).topics if namespace in t]
+        if not topics:
+            break
+        for t, fut in admin.delete_topics(topics, operation_timeout=10).items():
+            try:
+                fut.result(15)
+                removed.append(f"topic {t}")
+            except KafkaException as e:
+                if "UNKNOWN_TOPIC" not in str(e):
+                    raise
+        time.sleep(1.0)
+    else:
+        raise ServiceError(f"topics {', '.join(topics)} are created again as fast as they are deleted")
     if removed:
         logging.getLogger("cachecert.external").info("kafka %s: removed %s", bootstrap, ", ".join(removed))
     return removed
