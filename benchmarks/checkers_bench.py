@@ -1,5 +1,6 @@
 """Checker speed and memory on big generated cache histories (issue 4; targets: 1M ops over 10k keys
-with 32 processes through all checkers in < 60 s total and < 4 GB peak RSS).
+with 32 processes through all checkers in < 60 s total and < 4 GB peak RSS; issue 17, ``--ops
+10000000``: load + all checkers in < 4 min and < 8 GB; the generator itself then needs ~19 GB).
 
     python -m benchmarks.checkers_bench [--ops 1000000] [--keys 10000] [--processes 32] [--quick]
 
@@ -39,6 +40,8 @@ import orjson
 
 TARGET_S = 60.0
 TARGET_GB = 4.0
+# issue 17: 10M ops through all shared checkers (load included) in < 4 min and < 8 GB
+TARGET_10M = (240.0, 8.0)
 FINAL_PROCESS = 1_000_000
 # "linearizable" is the general search (another module, exponential in the worst case): measured
 # apart, on request, since a 1M-op run of it is not what this benchmark is about.
@@ -306,10 +309,13 @@ def main() -> int:
             err = f"  error: {c['error']}" if c["error"] else ""
             print(f"{n:<14}{c['s']:>9.2f}{c['cpu_s']:>8.2f}  {c['valid']!s:<8}{c['anomalies'] or 0:>10}{err}")
         tot, rss = r["checkers_total_s"], r["peak_rss_mb"] / 1024
-        print(f"{'all':<14}{tot:>9.2f}{r['checkers_cpu_s']:>8.2f}   target {TARGET_S:.0f} s -> "
-              f"{tot / TARGET_S:.2f} of budget (wall)")
+        target_s, target_gb = TARGET_10M if big >= 10_000_000 else (TARGET_S, TARGET_GB)
+        if big >= 10_000_000:  # that target counts loading the history too
+            tot += r["load_s"]
+        print(f"{'all':<14}{tot:>9.2f}{r['checkers_cpu_s']:>8.2f}   target {target_s:.0f} s -> "
+              f"{tot / target_s:.2f} of budget (wall{', load included' if big >= 10_000_000 else ''})")
         print(f"peak RSS {rss:.2f} GB (history alone {r['rss_after_load_mb'] / 1024:.2f} GB), "
-              f"target {TARGET_GB:.0f} GB -> {rss / TARGET_GB:.2f} of budget")
+              f"target {target_gb:.0f} GB -> {rss / target_gb:.2f} of budget")
         if a.no_table:
             return 0
         sizes = [10_000, 30_000, 100_000] if a.quick else [10_000, 100_000, 300_000, 1_000_000]

@@ -156,6 +156,9 @@ def truncation(path: str | os.PathLike[str], lines: int, records: int) -> dict[s
                        f"checked the {records} complete records"}
 
 
+SHARED_FIELDS = ("type", "f", "key", "source", "phase")
+
+
 def read_history(
     path: str | os.PathLike[str], *, allow_truncated_tail: bool = True, check_pairs: bool = True,
     tail: dict[str, Any] | None = None,
@@ -175,6 +178,10 @@ def read_history(
         raise HistoryError(f"{p}: cannot open history: {e.strerror}") from e
     outstanding: dict[Any, int] = {}
     loads = orjson.loads
+    # one str object per distinct type / f / key / source / phase: a history repeats a few hundred
+    # such strings millions of times, and a fresh object per record was ~30% of a loaded history
+    pool: dict[str, str] = {}
+    share = pool.setdefault
     with f:
         lineno = records = 0
         for raw in f:
@@ -194,6 +201,10 @@ def read_history(
             except ValueError as e:
                 raise HistoryError(f"{p}:{lineno}: not valid JSON ({str(e).split(':')[0]})") from None
             validate(op, f"{p}:{lineno}")
+            for k in SHARED_FIELDS:
+                v = op.get(k)
+                if v.__class__ is str:
+                    op[k] = share(v, v)
             if check_pairs and op["process"] != "nemesis":
                 proc = op["process"]
                 if op["type"] == "invoke":
