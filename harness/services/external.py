@@ -160,11 +160,14 @@ class ExternalService:
         elif self.protocol == "kafka":
             self.namespaced = True  # topics and groups are named after the namespace (core.namespace.run_token)
 
-    def redis(self) -> Any:
+    def redis(self, host: str | None = None, port: int | None = None, timeout: float = 5) -> Any:
+        """A namespaced client of the server (or of another node of it at host:port), with the
+        file's credentials and TLS settings."""
         import redis
 
-        pool = redis.ConnectionPool(host=self.server.host, port=self.server.port, socket_timeout=5,
-                                    socket_connect_timeout=5, **self.access.redis_kwargs())
+        pool = redis.ConnectionPool(host=host or self.server.host, port=port or self.server.port,
+                                    socket_timeout=timeout, socket_connect_timeout=timeout,
+                                    **self.access.redis_kwargs())
         return redis.Redis(connection_pool=pool)
 
     def stop(self) -> None:
@@ -342,7 +345,7 @@ class SentinelFollower:
         except ServiceError:
             return False  # no Sentinel answered (a fault, a restart): keep the proxy where it is
         addr = f"{host}:{port}"
-        if addr == self.current or _role(s, host, port) != "master":
+        if addr == self.current or _role(self.svc, host, port) != "master":
             return False  # the same, or named before it took over: the next look decides
         with self._lock:
             if self._stop.is_set():
@@ -367,13 +370,11 @@ class SentinelFollower:
             self._thread.join(timeout=5)
 
 
-def _role(s: Server, host: str, port: int) -> str | None:
-    """What the server at host:port says it is (ROLE), or None when it does not answer."""
+def _role(svc: ExternalService, host: str, port: int) -> str | None:
+    """What the node at host:port says it is (ROLE), or None when it does not answer."""
     import redis
 
-    r = redis.Redis(host=host, port=port, socket_timeout=2, socket_connect_timeout=2,
-                    username=expand(s.username, "redis.username") if s.username else None,
-                    password=expand(s.password, "redis.password") if s.password else None)
+    r = svc.redis(host, port, timeout=2)
     try:
         role = r.execute_command("ROLE")
         return role[0].decode() if isinstance(role[0], bytes) else str(role[0])
@@ -535,10 +536,12 @@ def _remove_kafka_names(bootstrap: str, namespace: str, timeout: float = 15.0) -
         groups = left
         if groups:
             time.sleep(0.5)
-    for _ in range(3):  # a client of the run still alive can re-create a topic (auto-create): look again
+    for attempt in range(4):  # a client of the run still alive can re-create a topic (auto-create): look again
         topics = [t for t in admin.list_topics(timeout=10).topics if namespace in t]
         if not topics:
             break
+        if attempt == 3:
+            raise ServiceError(f"topics {', '.join(topics)} are created again as fast as they are deleted")
         for t, fut in admin.delete_topics(topics, operation_timeout=10).items():
             try:
                 fut.result(15)
@@ -547,8 +550,6 @@ def _remove_kafka_names(bootstrap: str, namespace: str, timeout: float = 15.0) -
                 if "UNKNOWN_TOPIC" not in str(e):
                     raise
         time.sleep(1.0)
-    else:
-        raise ServiceError(f"topics {', '.join(topics)} are created again as fast as they are deleted")
     if removed:
         logging.getLogger("cachecert.external").info("kafka %s: removed %s", bootstrap, ", ".join(removed))
     return removed
