@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from checkers import corpus, linearizable
+from checkers import corpus, linearizable, wgl
 from checkers.edn import read_edn_history
 from checkers.linearizable import K_CAS, K_GEN, K_READ, K_WRITE, _Result, _Spec
 from checkers.models import BaseModel
@@ -322,50 +322,65 @@ def compare(cases: list[Case], time_limit_s: float = 60.0) -> tuple[list[str], l
     return diff, unknown
 
 
+LOOPS = ("old", "python", "compiled")  # the old search; the new one with its Python loop; with its C loop
+
+
+def run_as(which: str, case: Case, time_limit_s: float, timed: bool = False) -> dict[str, Any]:
+    """``case`` through the old search, or the new one with its Python or its compiled loop."""
+    if which == "old":
+        return run(OLD, case, time_limit_s, timed)
+    with wgl.python_only(which == "python"):
+        return run(NEW, case, time_limit_s, timed)
+
+
 def bench(name: str, cases: list[Case], repeats: int, time_limit_s: float) -> None:
-    """Old and new, interleaved per history, ``repeats`` rounds; the median round per set."""
-    rounds: dict[str, list[list[float]]] = {"old": [], "new": []}  # [search s, check s] per round
+    """The old search and the new one's two loops, interleaved per history (the order rotating each
+    round), ``repeats`` rounds; the median round per set, and each ratio against the old search."""
+    loops = [w for w in LOOPS if w != "compiled" or wgl.available()]
+    rounds: dict[str, list[list[float]]] = {w: [] for w in loops}  # [search s, check s] per round
     per_case: dict[str, list[float]] = {}
     skipped: list[str] = []
     differ: list[str] = []
     keep = list(cases)
     for rep in range(repeats):
-        tot = {"old": [0.0, 0.0], "new": [0.0, 0.0]}
+        tot = {w: [0.0, 0.0] for w in loops}
         kept = []
         for case in keep:
             results = {}
-            order = ("old", "new") if rep % 2 == 0 else ("new", "old")
-            for which in order:
+            for which in loops[rep % len(loops):] + loops[:rep % len(loops)]:
                 _spent[0] = 0.0
                 t = time.process_time()
-                results[which] = run(OLD if which == "old" else NEW, case, time_limit_s, timed=True)
+                results[which] = run_as(which, case, time_limit_s, timed=True)
                 dt = time.process_time() - t
                 tot[which][0] += _spent[0]
                 tot[which][1] += dt
                 per_case.setdefault(f"{case[0]}|{which}", []).append(_spent[0])
             if results["old"]["valid"] == "unknown":
                 skipped.append(case[0])
-                for which in ("old", "new"):
+                for which in loops:
                     tot[which][0] -= per_case[f"{case[0]}|{which}"][-1]
                 continue
-            if not same(results["old"], results["new"]):
+            if any(not same(results["old"], results[w]) for w in loops):
                 differ.append(case[0])
             kept.append(case)
         keep = kept
-        for which in ("old", "new"):
+        for which in loops:
             rounds[which].append(tot[which])
     med = {w: [statistics.median(r[i] for r in rounds[w]) for i in (0, 1)] for w in rounds}
     print(f"\n{name}: {len(keep)} histories, median of {repeats} interleaved rounds (CPU s)")
-    print(f"  {'':<8}{'old':>10}{'new':>10}{'old/new':>10}")
+    print(f"  {'':<8}" + "".join(f"{w:>10}" for w in loops) + "".join(f"{'old/' + w:>14}" for w in loops[1:]))
     for i, what in enumerate(("search", "check")):
-        o, n = med["old"][i], med["new"][i]
-        print(f"  {what:<8}{o:>10.3f}{n:>10.3f}{(o / n if n else float('nan')):>9.2f}x")
+        o = med["old"][i]
+        ratios = "".join(f"{(o / med[w][i] if med[w][i] else float('nan')):>13.2f}x" for w in loops[1:])
+        print(f"  {what:<8}" + "".join(f"{med[w][i]:>10.3f}" for w in loops) + ratios)
+    if "compiled" not in loops:
+        print(f"  compiled loop not measured: {wgl.why_not()}")
     slow = sorted(keep, key=lambda c: -statistics.median(per_case[f"{c[0]}|old"]))[:5]
     if slow:
-        print("  slowest (search CPU s, old -> new):")
+        print(f"  slowest (search CPU s, {' -> '.join(loops)}):")
         for c in slow:
-            o, n = (statistics.median(per_case[f"{c[0]}|{w}"]) for w in ("old", "new"))
-            print(f"    {o:>8.3f} -> {n:>7.3f}  {o / n if n else float('nan'):>5.2f}x  {c[0]}")
+            t = [statistics.median(per_case[f"{c[0]}|{w}"]) for w in loops]
+            print("    " + " -> ".join(f"{x:.3f}" for x in t) + f"  {c[0]}")
     if skipped:
         print(f"  left out (the old search did not decide within {time_limit_s} s): {', '.join(sorted(set(skipped)))}")
     print(f"  results identical (verdict, anomaly, explanation, steps): "

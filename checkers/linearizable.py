@@ -48,7 +48,7 @@ from itertools import compress
 from operator import attrgetter
 from typing import Any
 
-from checkers import models
+from checkers import models, wgl
 from checkers.models import BaseModel
 from core.ops import INF, NOTHING_TO_JUDGE, Op, hashable, nothing_to_judge, pair, secs, vtext
 
@@ -222,6 +222,10 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
                 generic[node] += _BLOCKED
                 blk[node] = p
             last_of[ek] = node
+    if _compiled_ok(kind, per):
+        yield from _search_compiled(s, res, slice_steps, generic, slot, cmpn, aftn, match, blk, per, opid,
+                                    remaining)
+        return
     done = bytearray(size)                # call nodes linearized now (node 0, no predecessor: always)
     done[0] = 1
     codes, cur = per[state]
@@ -370,6 +374,40 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
         res.states = best_states
 
 
+def _compiled_ok(kind: list[int], per: dict[Any, list[Any]]) -> bool:
+    """Can the compiled loop (``checkers.wgl``) run this partition: is it built, is every op an
+    inlined register step, and is every state equal to itself (states become ints there)?"""
+    return wgl.available() and K_GEN not in kind and all(v == v for v in per)  # noqa: PLR0124
+
+
+def _search_compiled(s: _Spec, res: _Result, slice_steps: int, generic: list[int], slot: list[int],
+                     cmpn: list[Any], aftn: list[Any], match: list[int], blk: list[int],
+                     per: dict[Any, list[Any]], opid: list[int], remaining: int) -> Iterator[None]:
+    """``_search``'s loop in C, over the lists ``_search`` built: the model's states numbered, a read's
+    or cas's compared value by its state's number (-1: a value no state has, so it never matches).
+    The same steps in the same order, so the same result."""
+    ids = {v: i for i, v in enumerate(per)}
+    states = list(per)
+    n = len(s.ops)
+    cmp = [ids.get(c, -1) if g & 7 == _READ or g & 7 == _CAS else -1 for g, c in zip(generic, cmpn, strict=True)]
+    aft = [ids[a] if g & 7 == _SET or g & 7 == _CAS else -1 for g, a in zip(generic, aftn, strict=True)]
+    bit = [-1 if i == n else i for i in slot]
+    out = wgl.Outcome()
+    for taken in wgl.search(generic, bit, cmp, aft, match, blk, n, ids[s.init], remaining, slice_steps, out):
+        res.steps = taken
+        yield
+    if out.status == wgl.NOMEM:
+        res.valid, res.error = "unknown", "out of memory in the compiled search"
+        return
+    res.valid = out.status == wgl.VALID
+    res.steps = out.steps
+    res.cache_size = out.cache_size
+    res.prefix = [s.ops[opid[e]].index for e in out.best_path]
+    if res.valid is False and out.best_node > 0:
+        res.culprit = opid[out.best_node]
+        res.states = [states[i] for i in out.best_states]
+
+
 def _state_codes(generic: list[int], cmpv: list[Any], state: Any) -> list[int]:
     """One state's code list: its reads and cas ops resolved against it (one that cannot take effect
     is a plain skip, blocked or not; one that can is READ -> READ_OK, CAS -> SET, blocked or not)."""
@@ -502,6 +540,8 @@ def _interleave(specs: dict[Any, _Spec], results: dict[Any, _Result], slice_step
             if not alive:
                 if results[k].valid is False:
                     return k, True, unknown
+                if results[k].valid is not True:  # ended undecided (out of memory)
+                    unknown[k] = results[k].error or "the search ended undecided"
                 continue
             if spent[k] > key_time_limit_s:
                 unknown[k] = f"key time limit ({key_time_limit_s} s) reached after {results[k].steps} steps"

@@ -85,6 +85,17 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/pip install -q --disable-pip-version-check --no-deps --config-settings editable_mode=compat -e .
   rm -f .venv/.deps-*; touch "$stamp"
 fi
+# 5a. The linearizability search's compiled loop (checkers/_wgl.c, loaded by checkers/wgl.py). Not
+# fatal: without a C compiler the pure-Python loop runs, with the same results, slower.
+if [ ! -f checkers/_wgl.so ] || [ checkers/_wgl.c -nt checkers/_wgl.so ]; then
+  if command -v cc >/dev/null 2>&1; then
+    log "building checkers/_wgl.so"
+    cc -O2 -std=c99 -Wall -Wextra -shared -fPIC -o checkers/_wgl.so checkers/_wgl.c \
+      || log "could not build checkers/_wgl.so; the linearizability search runs in pure Python"
+  else
+    log "no C compiler: the linearizability search runs in pure Python (same results, slower)"
+  fi
+fi
 # 5. The reference app-node services (examples/): built so the tests certify them. Each build is
 # quick when nothing changed (go build's cache; the jar is newer than its sources).
 log "building examples/go-cache and examples/java-cache"

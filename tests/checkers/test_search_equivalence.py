@@ -7,14 +7,18 @@ the old search (nowhere else); every history here runs through ``linearizable.ch
 and the results must be equal but for the wall time. Histories: the whole Knossos corpus, a set of
 generated etcd-shaped cas-register histories, generated cache histories (our own shape, ordered by
 time, with timeouts and failures), kv histories (inlined get/put plus ``step`` for append, and the
-unpartitioned kv-single), and every built-in model with its inlined steps turned off.
+unpartitioned kv-single), and every built-in model with its inlined steps turned off. Every test
+runs twice: with the search's Python loop and with its compiled loop (``checkers/_wgl.c``), so
+each is compared with the old search, and so with each other.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import random
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,7 +26,7 @@ from typing import Any
 import pytest
 from test_kv_model import kv_history
 
-from checkers import corpus, models, synth
+from checkers import corpus, models, synth, wgl
 from core.ops import Op
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +45,41 @@ def _bench() -> ModuleType:
 
 
 B = _bench()
+
+
+@pytest.fixture(autouse=True, params=["python", "compiled"])
+def loop(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test twice: with the search's Python loop, and with its compiled loop (``checkers/_wgl.c``,
+    built by ``make``). A machine with a C compiler must have built it: a missing or stale build fails
+    here rather than quietly testing the Python loop twice."""
+    if request.param == "compiled" and not wgl.available():
+        if shutil.which("cc") is None:
+            pytest.skip("no C compiler here: only the Python loop runs")
+        pytest.fail(f"the compiled search is not available: {wgl.why_not()}")
+    with wgl.python_only(request.param == "python"):
+        yield request.param
+
+
+def test_the_compiled_loop_is_what_runs(loop: str) -> None:
+    """The compiled loop is really used when available (not the Python one under another name): a
+    search over inlined register ops through the C library, and not for a model with its own step."""
+    calls: list[int] = []
+    real = wgl.search
+
+    def spy(*a: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return real(*a, **kw)
+
+    name, h, opts = B.generated_cases([0], count=1)[0]
+    wgl.search = spy  # type: ignore[assignment]
+    try:
+        B.run(B.NEW, (name, h, opts), 60)
+        assert len(calls) == (1 if loop == "compiled" else 0)
+        calls.clear()
+        B.run(B.NEW, (name, h, dict(opts, model=_NoInline("cas-register").m)), 60)
+        assert calls == []
+    finally:
+        wgl.search = real  # type: ignore[assignment]
 
 
 def assert_same(cases: list[tuple[str, list[dict[str, Any]], dict[str, Any]]]) -> None:
@@ -142,3 +181,20 @@ def test_keys_interleave_as_before(slice_steps: int) -> None:
     for name, h, opts in B.generated_cases([0], count=6):
         cases.append((name, h, dict(opts, slice_steps=slice_steps)))
     assert_same(cases)
+
+
+def test_a_compiled_search_out_of_memory_is_unknown_not_valid(loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search that ends undecided (the C loop could not allocate) makes the key unknown: never a
+    VALID that judged nothing."""
+    if loop != "compiled":
+        pytest.skip("the compiled loop's failure path")
+
+    def no_memory(*a: Any, **kw: Any) -> Iterator[int]:
+        a[-1].status = wgl.NOMEM
+        yield from ()
+
+    monkeypatch.setattr(wgl, "search", no_memory)
+    name, h, opts = B.generated_cases([0], count=1)[0]
+    out = B.run(B.NEW, (name, h, opts), 60)
+    assert out["valid"] == "unknown"
+    assert "out of memory" in str(out["unknown_keys"])
