@@ -28,18 +28,13 @@ from workloads.base import Direct, Workload
 
 
 class RedisOnly:
-    """Cache-as-database: GET/SET straight to Redis through the proxy (benchmark strategy)."""
+    """Cache-as-database: GET/SET straight to Redis through the proxy (benchmark strategy), with the
+    Redis client strategies get from ``Env.redis()``."""
 
     name: ClassVar[str] = "bench-redis-only"
 
     def setup(self, env: Any) -> None:
-        import redis
-
-        from core.clients import host_port
-
-        host, port = host_port(env.endpoints["redis"])
-        self.pool = redis.ConnectionPool(host=host, port=port, socket_timeout=2, max_connections=256)
-        self.r = redis.Redis(connection_pool=self.pool)
+        self.r = env.redis()  # the client every strategy gets (core.clients.redis_client)
 
     def read(self, key: str) -> dict[str, Any]:
         v = self.r.get(key)
@@ -50,7 +45,62 @@ class RedisOnly:
         return {}
 
     def close(self) -> None:
-        self.pool.disconnect()
+        self.r.close()
+
+
+class LeanRedis:
+    """The same GET/SET with a lean client: one socket per worker thread, a command packed by hand,
+    the reply parsed by hiredis (redis-py's own parser) — no pool, no connection objects. What the
+    engine drives when the strategy's client costs little: redis-py's per-command Python (the pool,
+    packing, response callbacks) is most of the harness's cost per op here."""
+
+    name: ClassVar[str] = "bench-redis-lean"
+
+    def setup(self, env: Any) -> None:
+        import threading
+
+        from core.clients import host_port
+
+        self.addr = host_port(env.endpoints["redis"])
+        self.local = threading.local()
+        self.socks: list[Any] = []
+
+    def _call(self, cmd: bytes) -> Any:
+        import socket
+
+        import hiredis
+
+        loc = self.local
+        sock = getattr(loc, "sock", None)
+        if sock is None:
+            sock = loc.sock = socket.create_connection(self.addr, timeout=2)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            loc.reader = hiredis.Reader()
+            self.socks.append(sock)
+        sock.sendall(cmd)
+        reader = loc.reader
+        while True:
+            reply = reader.gets()
+            if reply is not False:
+                return reply
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("redis closed the connection")
+            reader.feed(data)
+
+    def read(self, key: str) -> dict[str, Any]:
+        k = key.encode()
+        v = self._call(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k))
+        return {"value": int(v) if v is not None else None, "source": "cache", "hit": v is not None}
+
+    def write(self, key: str, value: Any) -> dict[str, Any]:
+        k, v = key.encode(), str(value).encode()
+        self._call(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(v), v))
+        return {}
+
+    def close(self) -> None:
+        for sock in self.socks:
+            sock.close()
 
 
 class Noop:

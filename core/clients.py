@@ -32,17 +32,59 @@ def host_port(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class ThreadPool(redis.ConnectionPool):
+    """A connection pool that gives each thread its own connection, kept between commands.
+
+    Why: a strategy's client is shared by a node's worker threads, and for every command redis-py's
+    pool takes its lock twice (get, release) and asks the connection whether it has unread data (a
+    ``select``). At 8 threads that, not Redis, set the pace (``benchmarks/run_engine_bench.py``).
+    A thread's own connection needs none of it: its commands run one after another, and redis-py
+    drops a connection on any error (a timeout, a reset, even an interrupt: ``read_response``,
+    ``_disconnect_raise``), so a reply that comes after its command gave up is never read as the
+    next one's. Anything that holds a connection apart (pub/sub) goes through the ordinary pool; a
+    pipeline runs on the thread's connection, as its commands run in that thread.
+    """
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._mine = threading.local()
+        self._owned: list[Any] = []
+        self._owner_pid = os.getpid()
+
+    def get_connection(self, command_name: str | None = None, *keys: Any, **options: Any) -> Any:
+        if command_name == "pubsub":
+            return super().get_connection(command_name, *keys, **options)
+        if self._owner_pid != os.getpid():  # a forked child: its parent's connections are not its own
+            self._mine, self._owned, self._owner_pid = threading.local(), [], os.getpid()
+        conn = getattr(self._mine, "conn", None)
+        if conn is None:
+            with self._lock:
+                conn = self._mine.conn = self.make_connection()
+                self._owned.append(conn)
+        conn.connect()  # at once when connected
+        return conn
+
+    def release(self, connection: Any) -> None:
+        if getattr(self._mine, "conn", None) is not connection:
+            super().release(connection)
+
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        super().disconnect(inuse_connections)
+        with self._lock:
+            owned = list(self._owned)
+        for conn in owned:
+            conn.disconnect()
+
+
 def redis_client(endpoint: str, timeout: float = 2.0, **kw: Any) -> redis.Redis:
-    """A Redis client that never retries on its own (the strategy decides) and never blocks forever."""
+    """A Redis client that never retries on its own (the strategy decides), never blocks forever, and
+    gives each thread its own connection (``ThreadPool``)."""
     host, port = host_port(endpoint)
     acc = lookup(endpoint)  # a server cachecert did not start: credentials, TLS, the run's namespace
-    if acc is not None:
-        pool = redis.ConnectionPool(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                    retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0,
-                                    **acc.redis_kwargs(), **kw)
-        return redis.Redis(connection_pool=pool)
-    return redis.Redis(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
-                       retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0, **kw)
+    extra = acc.redis_kwargs() if acc is not None else {}
+    pool = ThreadPool(host=host, port=port, socket_timeout=timeout, socket_connect_timeout=timeout,
+                      retry=Retry(NoBackoff(), 0), retry_on_timeout=False, health_check_interval=0, **extra, **kw)
+    return redis.Redis.from_pool(pool)  # close() disconnects the pool's connections
 
 
 SENTINEL_SERVICE = "mymaster"
