@@ -3,9 +3,9 @@
     python -m benchmarks.app_node_bench [--seconds 5] [--concurrency 8]
 
 The same workload (register, 90% reads, 8 keys, no faults), the same cache-aside design, on one
-cluster, one after the other:
+cluster, one after the other, with 1 and with 2 worker processes (``--procs``; 2 nodes each way):
 
-    in-process   the Python strategy inside the harness (the reference)
+    in-process   the Python strategy inside the harness, 2 nodes (the reference)
     serve-node   the same Python strategy as 2 app nodes (`cachecert serve-node cache-aside`)
     go-cache     the Go reference service as 2 app nodes (CACHE_MODE=cache-aside)
     go-lock/...  nothing else: one design, three ways to run it
@@ -89,31 +89,41 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--procs", default="1,2", help="worker processes to compare at (each a table)")
     args = ap.parse_args()
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="app-bench-"))
     cluster = Cluster(services=("redis", "postgres"), name="bench-app")
     cluster.up()
+    procs_list = [int(x) for x in args.procs.split(",") if x.strip()]
+    tables: list[tuple[int, list[dict[str, Any]]]] = []
     try:
-        rows = [measure(cluster, "in-process (Python)", args.seconds, args.concurrency, tmp, strategy="cache-aside"),
-                measure(cluster, "serve-node (Python, 2 nodes)", args.seconds, args.concurrency, tmp, nodes=2,
-                        app=f"{sys.executable} -m harness.cli serve-node cache-aside")]
-        if GO.exists():
-            rows.append(measure(cluster, "go-cache (Go, 2 nodes)", args.seconds, args.concurrency, tmp, nodes=2,
-                                app=f"env CACHE_MODE=cache-aside {GO}"))
-        else:
-            print(f"(go-cache not built: {GO}; run examples/go-cache/build.sh)")
+        for procs in procs_list:
+            nodes = max(2, procs)
+            rows = [measure(cluster, f"in-process (Python, {nodes} nodes)", args.seconds, args.concurrency, tmp,
+                            strategy="cache-aside", nodes=nodes, procs=procs),
+                    measure(cluster, f"serve-node (Python, {nodes} nodes)", args.seconds, args.concurrency, tmp,
+                            nodes=nodes, procs=procs, app=f"{sys.executable} -m harness.cli serve-node cache-aside")]
+            if GO.exists():
+                rows.append(measure(cluster, f"go-cache (Go, {nodes} nodes)", args.seconds, args.concurrency, tmp,
+                                    nodes=nodes, procs=procs, app=f"env CACHE_MODE=cache-aside {GO}"))
+            else:
+                print(f"(go-cache not built: {GO}; run examples/go-cache/build.sh)")
+            tables.append((procs, rows))
         overhead = protocol_overhead(cluster)
     finally:
         cluster.down()
         cluster.remove()
-    ref = rows[0]["ops_s"]
     print(f"register, cache-aside, 90% reads, concurrency {args.concurrency}, {args.seconds:g} s each, no faults")
-    print(f"{'':32} {'ok ops/s':>10} {'vs in-process':>14} {'read p50 ms':>12} {'read p99 ms':>12} {'fail+info':>10}")
-    for r in rows:
-        print(f"{r['label']:32} {r['ops_s']:10.0f} {r['ops_s'] / ref:13.2f}x {r['p50_ms']:12.3f} {r['p99_ms']:12.3f} "
-              f"{r['errors']:10d}")
+    for procs, rows in tables:
+        ref = rows[0]["ops_s"]
+        print(f"\nworker processes: {procs}")
+        print(f"{'':32} {'ok ops/s':>10} {'vs in-process':>14} {'read p50 ms':>12} {'read p99 ms':>12} "
+              f"{'fail+info':>10}")
+        for r in rows:
+            print(f"{r['label']:32} {r['ops_s']:10.0f} {r['ops_s'] / ref:13.2f}x {r['p50_ms']:12.3f} "
+                  f"{r['p99_ms']:12.3f} {r['errors']:10d}")
     print(f"protocol round trip (GET /health, keep-alive, serve-node): {overhead:.0f} us")
 
 

@@ -8,6 +8,9 @@
 3. Through the Redis proxy at concurrency 1, 8 and 32: the harness driving a Redis-only strategy
    (GET/SET, one client per node... one shared pool) vs `redis-benchmark` (GET+SET, same proxy,
    same concurrency), and the ratio. Target: ratio >= 0.5 at concurrency 8; recording < 20 us/op.
+4. Worker processes (``--procs``) at concurrency 1-128, with the client strategies get (redis-py
+   through ``Env.redis()``) and with a lean client (``LeanRedis``: a socket per thread, hiredis):
+   the gap between the two is the client library's cost per op, not the engine's.
 """
 
 from __future__ import annotations
@@ -214,16 +217,19 @@ def main() -> None:
         print("\n(both through the same Toxiproxy proxy; redis-benchmark: mean of its GET and SET rates)")
         cores = os.cpu_count() or 1
         procs_list = sorted({1, 2, cores})
-        print("\nworker processes (--procs; nodes = procs): harness ops/s and / redis-benchmark at each concurrency")
-        print(f"{'concurrency':>11} " + " ".join(f"{f'procs={p}':>22}" for p in procs_list) + f" {'redis-benchmark':>16}")
+        print("\nworker processes (--procs; nodes = procs): harness ops/s and / redis-benchmark at each concurrency,")
+        print("with the Redis client strategies get (Env.redis(), redis-py) and with a lean one (LeanRedis)")
+        cols = [(p, c) for p in procs_list for c in ("redis-py", "lean")]
+        print(f"{'concurrency':>11} " + " ".join(f"{f'procs={p} {c}':>22}" for p, c in cols) + f" {'redis-benchmark':>16}")
         for conc in (1, 8, 32, 128):
             rb = redis_benchmark_rate(port, conc, n=100_000)
             cells = []
-            for p in procs_list:
+            for p, client in cols:
                 if conc < p:
                     cells.append(f"{'-':>22}")
                     continue
-                h = harness_rate(cluster, "benchmarks.run_engine_bench:RedisOnly", conc, args.seconds, reports, p)
+                strategy = "RedisOnly" if client == "redis-py" else "LeanRedis"
+                h = harness_rate(cluster, f"benchmarks.run_engine_bench:{strategy}", conc, args.seconds, reports, p)
                 cells.append(f"{h:>12,.0f} ({h / rb:.2f}x)" if rb else f"{h:>22,.0f}")
             print(f"{conc:>11} " + " ".join(f"{c:>22}" for c in cells) + f" {rb or float('nan'):>16,.0f}")
 
