@@ -24,6 +24,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_kv_model import kv_history
 
 from checkers import corpus, models, synth, wgl
@@ -198,3 +200,31 @@ def test_a_compiled_search_out_of_memory_is_unknown_not_valid(loop: str, monkeyp
     out = B.run(B.NEW, (name, h, opts), 60)
     assert out["valid"] == "unknown"
     assert "out of memory" in str(out["unknown_keys"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10**6), n=st.integers(1, 90), keys=st.integers(1, 3), procs=st.integers(1, 7),
+       info_p=st.sampled_from([0.0, 0.1, 0.4, 0.7]), mod=st.sampled_from([2, 3, 5, None]),
+       model=st.sampled_from(["register", "cas-register"]), slice_steps=st.sampled_from([3, 50, 5000]))
+def test_both_loops_agree_on_random_histories(loop: str, seed: int, n: int, keys: int, procs: int, info_p: float,
+                                              mod: int | None, model: str, slice_steps: int) -> None:
+    """Random histories, few values (so the search must try orders and backtrack), timeouts and
+    failures, stale reads planted: the compiled loop's result equals the Python loop's, field for
+    field (the step count too)."""
+    if loop != "compiled":
+        pytest.skip("compares the two loops itself: run once, under the compiled parameter")
+    rng = random.Random(seed)
+    h = synth.generate(n, keys=keys, processes=procs, write_p=0.45, info_p=info_p, fail_p=0.05,
+                       widen_ns=rng.choice([0, 2_000_000, 20_000_000]), seed=seed)
+    if seed % 2:
+        h = (synth.inject_stale_read(h, rng) or (h, 0))[0]
+    if mod is not None:
+        for o in h:
+            if isinstance(o.get("value"), int) and o.get("process") != "nemesis":
+                o["value"] %= mod
+    opts = {"model": model, "initial": 0 if mod else None, "slice_steps": slice_steps}
+    case = ("random", h, opts)
+    compiled = B.run(B.NEW, case, 60)
+    with wgl.python_only():
+        python = B.run(B.NEW, case, 60)
+    assert B.same(compiled, python), (compiled, python)
