@@ -42,6 +42,7 @@ typedef struct {
      * state (as a word) followed by nwords words of bitset */
     slot_t *table;
     uint64_t cap, count, *arena, arena_cap;
+    uint64_t max_bytes; /* the explored set's limit (table + arena): past it, NOMEM (unknown) */
 } wgl_t;
 
 static uint64_t mix(uint64_t x) { /* splitmix64's finaliser */
@@ -56,6 +57,7 @@ static uint64_t key_hash(int32_t state, uint64_t linhash) {
 
 static int grow_table(wgl_t *w) {
     uint64_t ncap = w->cap ? w->cap * 2 : 1024;
+    if (w->cap && ncap * sizeof(slot_t) + w->arena_cap * 8 > w->max_bytes) return 0;
     slot_t *t = calloc(ncap, sizeof(slot_t));
     if (!t) return 0;
     for (uint64_t i = 0; i < w->cap; i++) {
@@ -82,6 +84,7 @@ static int seen_or_add(wgl_t *w, int32_t state, uint64_t linhash) {
     }
     if ((w->count + 1) * rw > w->arena_cap) {
         uint64_t ncap = w->arena_cap ? w->arena_cap * 2 : rw * 1024;
+        if (w->cap * sizeof(slot_t) + ncap * 8 > w->max_bytes) return -1;
         uint64_t *a = realloc(w->arena, ncap * 8);
         if (!a) return -1;
         w->arena = a;
@@ -114,12 +117,14 @@ void wgl_free(wgl_t *w) {
  * linearizable.py: RET, SET for a write, READ, CAS, + BLOCKED), bit (the op's index, -1 for a return or
  * an end), cmp (the state a read or cas needs, -1: none can match), aft (the state a write or cas
  * leaves), match (a call's return node, 0: none), blk (a blocked op's predecessor's call node);
- * n ops; init_state; remaining: the ok ops; seed: for the Zobrist words. */
+ * n ops; init_state; remaining: the ok ops; seed: for the Zobrist words; max_bytes: the explored
+ * set's memory limit. */
 wgl_t *wgl_new(int32_t size, const int32_t *code, const int32_t *bit, const int32_t *cmp,
                const int32_t *aft, const int32_t *match, const int32_t *blk, int32_t n,
-               int32_t init_state, int64_t remaining, uint64_t seed) {
+               int32_t init_state, int64_t remaining, uint64_t seed, uint64_t max_bytes) {
     wgl_t *w = calloc(1, sizeof(wgl_t));
     if (!w) return NULL;
+    w->max_bytes = max_bytes;
     w->size = size; w->tail = size - 1; w->n = n; w->nwords = (n + 63) / 64;
     if (w->nwords == 0) w->nwords = 1;
     w->code = copy32(code, size); w->bit = copy32(bit, size); w->cmp = copy32(cmp, size);

@@ -397,7 +397,8 @@ def _search_compiled(s: _Spec, res: _Result, slice_steps: int, generic: list[int
         res.steps = taken
         yield
     if out.status == wgl.NOMEM:
-        res.valid, res.error = "unknown", "out of memory in the compiled search"
+        res.valid, res.error = "unknown", (f"the search's explored set reached its memory limit "
+                                           f"({wgl.memory_limit() / 2**30:.1f} GiB) after {res.steps} steps")
         return
     res.valid = out.status == wgl.VALID
     res.steps = out.steps

@@ -26,6 +26,15 @@ SOURCE = Path(__file__).with_name("_wgl.c")
 RUNNING, VALID, INVALID, NOMEM = 0, 1, 2, 3
 _SEED = 0x5EED_C0DE_CAFE_F00D
 
+
+def memory_limit() -> int:
+    """Bytes the explored set of one search may take: half the machine's memory (a search that
+    needs more ends unknown, where the Python loop would run the machine out of memory)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError):
+        return 4 << 30
+
 _lib: Any = None
 _why_not: str | None = None
 _off = False  # turned off for a block (``python_only``): the equivalence tests and the benchmark
@@ -52,7 +61,7 @@ def _load() -> Any:
     p32, vp = ctypes.POINTER(ctypes.c_int32), ctypes.c_void_p
     lib.wgl_new.restype = vp
     lib.wgl_new.argtypes = [ctypes.c_int32, p32, p32, p32, p32, p32, p32, ctypes.c_int32, ctypes.c_int32,
-                            ctypes.c_int64, ctypes.c_uint64]
+                            ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint64]
     lib.wgl_run.restype = ctypes.c_int
     lib.wgl_run.argtypes = [vp, ctypes.c_int64]
     for name in ("wgl_taken", "wgl_cache_size"):
@@ -112,14 +121,16 @@ class Outcome:
 
 def search(code: list[int], bit: list[int], cmp: list[int], aft: list[int], match: list[int],
            blk: list[int], n: int, init_state: int, remaining: int, slice_steps: int,
-           out: Outcome) -> Iterator[int]:
+           out: Outcome, max_bytes: int | None = None) -> Iterator[int]:
     """Run the loop over the given per-node arrays (see ``_wgl.c``), yielding the step count at the
     points the Python loop yields (after step ``slice_steps - 1``, then every ``slice_steps``);
-    fills ``out`` when decided (or out of memory)."""
+    fills ``out`` when decided, or out of memory (the allocator's, or ``max_bytes`` for the explored
+    set: by default ``memory_limit()``)."""
     lib = _load()
     assert lib is not None, "the compiled search is not available"
     keep = [_ints(x) for x in (code, bit, cmp, aft, match, blk)]
-    w = lib.wgl_new(len(code), *(p for _, p in keep), n, init_state, remaining, _SEED)
+    limit = memory_limit() if max_bytes is None else max_bytes
+    w = lib.wgl_new(len(code), *(p for _, p in keep), n, init_state, remaining, _SEED, limit)
     if not w:
         out.status = NOMEM
         return
