@@ -181,8 +181,6 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
     generic: list[int] = []               # the code list for a state without one of its own
     per: dict[Any, list[Any]] = {state: [generic, set()]}
     code_op = [*map(_CODE.__getitem__, kind), _RET]
-    bits = [1 << i for i in range(n + 1)]
-    bits[n] = 0
     cmp_op = [None if k == K_WRITE else a for k, a in zip(kind, A, strict=True)]
     cmp_op.append(None)
     after_op = [a if k == K_WRITE else b for k, a, b in zip(kind, A, B, strict=True)]
@@ -190,19 +188,13 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
     for k, v in zip(kind, after_op, strict=False):
         if (k == K_WRITE or k == K_CAS) and v not in per:
             per[v] = [generic, set()]
-    tgt_op = [per[v] if k == K_WRITE or k == K_CAS else None for k, v in zip(kind, after_op, strict=False)]
-    tgt_op.append(None)
     # per node (node 0 the head, ``tail`` the end): the same, read by the hot loop without going
     # through the op id
     opid = [0, *[e >> 1 for e in order], 0]
     slot = [n, *[n if e & 1 else e >> 1 for e in order], n]    # a call's op id, n for a return or an end
     generic += map(code_op.__getitem__, slot)
-    bitn = list(map(bits.__getitem__, slot))
     cmpn = list(map(cmp_op.__getitem__, slot))
     aftn = list(map(after_op.__getitem__, slot))
-    tgtn = list(map(tgt_op.__getitem__, slot))
-    nxt = [*range(1, m + 2), 0]
-    prv = [0, *range(0, m + 1)]
     node_of = [0] * (2 * n)               # event (op id * 2 + is_return) -> node
     for node, e in enumerate(order, start=1):
         node_of[e] = node
@@ -226,6 +218,16 @@ def _search(s: _Spec, res: _Result, slice_steps: int = 2000, by_time: bool = Tru
         yield from _search_compiled(s, res, slice_steps, generic, slot, cmpn, aftn, match, blk, per, opid,
                                     remaining)
         return
+    # what only the Python loop reads: per node, the op's bit, its target state's entry in ``per``,
+    # and the list's links
+    bits = [1 << i for i in range(n + 1)]
+    bits[n] = 0
+    tgt_op = [per[v] if k == K_WRITE or k == K_CAS else None for k, v in zip(kind, after_op, strict=False)]
+    tgt_op.append(None)
+    bitn = list(map(bits.__getitem__, slot))
+    tgtn = list(map(tgt_op.__getitem__, slot))
+    nxt = [*range(1, m + 2), 0]
+    prv = [0, *range(0, m + 1)]
     done = bytearray(size)                # call nodes linearized now (node 0, no predecessor: always)
     done[0] = 1
     codes, cur = per[state]
