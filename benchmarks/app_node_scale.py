@@ -50,7 +50,7 @@ def measure(cluster: Cluster, label: str, command: str, n: int, timeout: float) 
     try:
         pool = AppPool(spec, cluster, ("redis", "postgres"), tmp, "register", {}, n, 2.0)
     except Exception as e:  # noqa: BLE001 - how far it got is the figure
-        return f"{label:14} {n:5d} nodes: did not start ({type(e).__name__}: {str(e)[:100]})"
+        return f"{label:14} {n:5d} nodes: did not start ({type(e).__name__}: {str(e)[-300:]})"
     up = time.monotonic() - t0
     try:
         mems = [rss_mb(pid) for i in range(n) if (pid := pool.pid(i))]
