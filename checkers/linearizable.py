@@ -398,9 +398,10 @@ def _search_compiled(s: _Spec, res: _Result, slice_steps: int, generic: list[int
     for taken in wgl.search(generic, bit, cmp, aft, match, blk, n, ids[s.init], remaining, slice_steps, out):
         res.steps = taken
         yield
+    res.steps = max(res.steps, out.steps)
     if out.status == wgl.NOMEM:
-        res.valid, res.error = "unknown", (f"the search's explored set reached its memory limit "
-                                           f"({wgl.memory_limit() / 2**30:.1f} GiB) after {res.steps} steps")
+        res.valid, res.error = "unknown", (f"the search ran out of memory after {res.steps} steps (its explored "
+                                           f"set may take {wgl.memory_limit() / 2**30:.1f} GiB)")
         return
     res.valid = out.status == wgl.VALID
     res.steps = out.steps

@@ -131,6 +131,7 @@ def search(code: list[int], bit: list[int], cmp: list[int], aft: list[int], matc
     keep = [_ints(x) for x in (code, bit, cmp, aft, match, blk)]
     limit = memory_limit() if max_bytes is None else max_bytes
     w = lib.wgl_new(len(code), *(p for _, p in keep), n, init_state, remaining, _SEED, limit)
+    del keep  # copied by wgl_new
     if not w:
         out.status = NOMEM
         return
