@@ -18,12 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
+import hiredis
+
+from core.clients import host_port
 from core.history import HistoryWriter
 from harness.cluster import Cluster
 from harness.runner import Run, RunConfig, prepare
@@ -60,19 +65,11 @@ class LeanRedis:
     name: ClassVar[str] = "bench-redis-lean"
 
     def setup(self, env: Any) -> None:
-        import threading
-
-        from core.clients import host_port
-
         self.addr = host_port(env.endpoints["redis"])
         self.local = threading.local()
         self.socks: list[Any] = []
 
     def _call(self, cmd: bytes) -> Any:
-        import socket
-
-        import hiredis
-
         loc = self.local
         sock = getattr(loc, "sock", None)
         if sock is None:
@@ -158,7 +155,6 @@ def harness_rate(cluster: Cluster, strategy: str, conc: int, seconds: float, rep
 def raw_client_rate(port: int, conc: int, seconds: float) -> float:
     """The same GET/SET mix from plain redis-py threads, no harness: the Python client's ceiling."""
     import random
-    import threading
 
     import redis
 

@@ -25,6 +25,9 @@ LIB_PATH = Path(__file__).with_name("_wgl.so")
 SOURCE = Path(__file__).with_name("_wgl.c")
 RUNNING, VALID, INVALID, NOMEM = 0, 1, 2, 3
 _SEED = 0x5EED_C0DE_CAFE_F00D
+_lib: Any = None
+_why_not: str | None = None
+_off = False  # turned off for a block (``python_only``): the equivalence tests and the benchmark
 
 
 def memory_limit() -> int:
@@ -34,10 +37,6 @@ def memory_limit() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError):
         return 4 << 30
-
-_lib: Any = None
-_why_not: str | None = None
-_off = False  # turned off for a block (``python_only``): the equivalence tests and the benchmark
 
 
 def _load() -> Any:
@@ -121,16 +120,15 @@ class Outcome:
 
 def search(code: list[int], bit: list[int], cmp: list[int], aft: list[int], match: list[int],
            blk: list[int], n: int, init_state: int, remaining: int, slice_steps: int,
-           out: Outcome, max_bytes: int | None = None) -> Iterator[int]:
+           out: Outcome) -> Iterator[int]:
     """Run the loop over the given per-node arrays (see ``_wgl.c``), yielding the step count at the
     points the Python loop yields (after step ``slice_steps - 1``, then every ``slice_steps``);
-    fills ``out`` when decided, or out of memory (the allocator's, or ``max_bytes`` for the explored
-    set: by default ``memory_limit()``)."""
+    fills ``out`` when decided, or out of memory (the allocator's, or ``memory_limit()`` for the
+    explored set)."""
     lib = _load()
     assert lib is not None, "the compiled search is not available"
     keep = [_ints(x) for x in (code, bit, cmp, aft, match, blk)]
-    limit = memory_limit() if max_bytes is None else max_bytes
-    w = lib.wgl_new(len(code), *(p for _, p in keep), n, init_state, remaining, _SEED, limit)
+    w = lib.wgl_new(len(code), *(p for _, p in keep), n, init_state, remaining, _SEED, memory_limit())
     del keep  # copied by wgl_new
     if not w:
         out.status = NOMEM

@@ -168,7 +168,7 @@ class ExternalService:
         pool = redis.ConnectionPool(host=host or self.server.host, port=port or self.server.port,
                                     socket_timeout=timeout, socket_connect_timeout=timeout,
                                     **self.access.redis_kwargs())
-        return redis.Redis(connection_pool=pool)
+        return redis.Redis.from_pool(pool)  # close() disconnects, not the garbage collector later
 
     def stop(self) -> None:
         """Never stops a server of the user's; only undoes a pause of ours."""
