@@ -27,7 +27,7 @@ TIME_LIMIT = 2.0
 EXTRA: dict[tuple[str, str], dict[str, Any]] = {("thundering-herd", "holder-crash"): {"nodes": 2},
                                                  # a probe of its link fault needs time before the kill
                                                  ("broker-loss", "broker-loss"): {"time_limit": 8.0},
-                                                 ("broker-loss", "lagging-loss"): {"time_limit": 6.0},
+                                                 ("broker-loss", "lagging-loss"): {"time_limit": 8.0},
                                                  # a Sentinel promotion needs its fault on >= 5 s (min_on_s)
                                                  ("redis-failover", "failover"): {"time_limit": 10.0},
                                                  ("redis-failover", "failover-kill"): {"time_limit": 10.0}}

@@ -206,3 +206,22 @@ def test_silence_is_no_answer_for_long_even_when_the_server_then_goes_away(outco
     # a partitioned link to a broker that a later fault kills: the held request's connection is closed
     ok, why = expect_silence(Probe(outcome, seconds), None)
     assert ok is verified, why
+
+
+@pytest.mark.parametrize("ms,answered_ms,verified", [(1000, 1004.0, True), (1000, 400.0, False),
+                                                     (50, 60.0, False)])
+def test_one_long_answer_verifies_a_long_latency_when_its_baseline_died(cluster: Cluster, monkeypatch: Any,
+                                                                        ms: int, answered_ms: float,
+                                                                        verified: bool) -> None:
+    # lagging-loss: the first answer through kafka-2.repl took its 1000 ms, then kafka-2 was killed (the plan's
+    # next fault) before the toxic-free round trip: no pair to compare, but one answer held >= 1 s is the toxic
+    from harness.faults import proxy
+    from harness.faults.probe import Probe, Samples
+
+    def died(*_: Any, **__: Any) -> Samples:
+        return Samples([], [], stopped=Probe("reset", 0.0006), unpaired=[answered_ms])
+
+    monkeypatch.setattr(proxy, "sample_pairs", died)
+    ok, observed = probe(cluster, make_fault("latency", "redis", {"ms": ms}))
+    assert ok is verified, observed
+    assert ("could not be sampled" in observed) is verified, observed

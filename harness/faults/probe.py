@@ -25,7 +25,7 @@ import socket
 import statistics
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from harness.faults.base import FaultWindow
 from harness.topology import protocol
@@ -185,6 +185,9 @@ class Samples:
     faulted: list[float]
     baseline: list[float]
     stopped: Probe | None = None  # the round trip that ended sampling early (no answer, error, fault over)
+    # answers through the faulted proxy whose toxic-free partner then failed (the server died: a later
+    # fault of the same plan killed it), so they have no baseline to be compared with
+    unpaired: list[float] = field(default_factory=list)
 
     @property
     def added_ms(self) -> float:
@@ -209,6 +212,7 @@ def sample_pairs(service: str, port: int, baseline_port: int, window: FaultWindo
             b = b or base.once(2.0)
             if b.outcome != "ok":
                 out.stopped = b
+                out.unpaired.append(p.ms)
                 break
             out.faulted.append(p.ms)
             out.baseline.append(b.ms)
