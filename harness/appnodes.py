@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -37,6 +38,10 @@ from strategies.remote import PROTOCOL, AppNodeClient, Indeterminate, OpMapping
 
 log = logging.getLogger("cachecert.app")
 STOP_GRACE_S = 5.0
+# what a node's log says when its PORT was taken between our free_port() and its bind (Go, Python, Java,
+# Node, Rust): the port was free when handed out, then an outgoing connection got it as its ephemeral port
+PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE|errno 98\b|BindException", re.IGNORECASE)
+PORT_RETRIES = 3
 SUPERVISE_S = 0.1
 APP_KEYS = ("command", "workdir", "env", "start_timeout_s", "next", "health", "name", "ttl_s", "ops")
 
@@ -335,10 +340,50 @@ class AppPool:
             raise sorted(errors, key=lambda e: getattr(e, "exit_code", 255))[0]
 
     def _start(self, node: _Node, command: str) -> None:
-        """Spawn ``command`` for ``node`` and wait for its readiness check (AppError if it never is)."""
+        """Spawn ``command`` for ``node`` and wait for its readiness check (AppError if it never is).
+
+        A node that exits before it is ready because its port was taken (its log says so) is started
+        again on a fresh port, up to PORT_RETRIES times: on a machine busy with a thousand nodes and
+        their connections, a port free when handed out is sometimes some connection's by the bind."""
+        for attempt in range(PORT_RETRIES + 1):
+            since = self._spawn(node, command)
+            try:
+                self._wait_ready(node)
+                return
+            except AppError as e:
+                if node.proc is None or node.proc.poll() is None or not PORT_TAKEN.search(self._log_since(node, since)):
+                    raise
+                if attempt == PORT_RETRIES:
+                    raise AppError(f"{e} (its port was taken on {attempt + 1} ports in a row: does the command "
+                                   f"listen on $PORT?)", e.exit_code) from None
+            old = node.port
+            self._move(node, free_port())
+            log.warning("%s: port %d was taken before the node could bind it; starting it on %d", node.id, old,
+                        node.port)
+
+    def _move(self, node: _Node, port: int) -> None:
+        """Give ``node`` a new port: its environment for the next start, and a client that calls it there."""
+        node.port = port
+        node.env["PORT"] = str(port)
+        old = node.client
+        node.client = AppNodeClient(port, timeout=old.timeout, mapping=old.mapping, node_id=old.node_id,
+                                    protocol_errors=old.protocol_errors)
+        old.close()
+
+    def _log_since(self, node: _Node, offset: int) -> str:
+        try:
+            with (self.log_dir / f"{node.id}.log").open("rb") as f:
+                f.seek(offset)
+                return f.read(65536).decode(errors="replace")
+        except OSError:
+            return ""
+
+    def _spawn(self, node: _Node, command: str) -> int:
+        """Start the node's process; returns the offset of this start's first log line."""
         if self._closing.is_set():
             raise AppError(f"{node.id}: not started: the run is over")
         logf = (self.log_dir / f"{node.id}.log").open("ab")
+        since = logf.tell()
         logf.write(f"--- cachecert: starting {node.id}: {command}\n".encode())
         logf.flush()
         try:
@@ -351,7 +396,7 @@ class AppPool:
             logf.close()
         node.expected_exit = False
         node.starts += 1
-        self._wait_ready(node)
+        return since
 
     def _wait_ready(self, node: _Node) -> None:
         assert node.proc is not None
