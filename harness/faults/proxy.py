@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from harness.faults import _alias as alias
 from harness.faults.base import BaseFault, FaultContext, FaultError, Kind, Param, RunContext
-from harness.faults.probe import HOLD_MIN_MS, expect_silence, held_ms, roundtrip, sample_pairs
+from harness.faults.probe import HOLD_MIN_MS, expect_silence, held_ms, probe_silence, roundtrip, sample_pairs
 from harness.services.base import free_port
 from harness.toxiproxy import TOXIC_TYPES, ToxiproxyError
 
@@ -202,7 +202,7 @@ class ToxicFault(ProxyFault):
     def _probe_cut(self, ctx: FaultContext, target: str, port: int) -> tuple[bool, str]:
         wait_ms = self.params["ms"]
         if self.kind == "timeout" and wait_ms == 0:
-            return expect_silence(roundtrip(target, port, timeout=2.0, window=ctx.window), ctx.window)
+            return probe_silence(target, port, ctx.window)
         p = roundtrip(target, port, timeout=wait_ms / 1000 + 1, window=ctx.window)
         expect = ("reset", "closed") if self.kind == "reset_peer" else ("closed", "reset", "timeout")
         if p.outcome in expect:
@@ -296,5 +296,4 @@ class Partition(ProxyFault):
 
     def probe(self, ctx: FaultContext) -> tuple[bool, str]:
         t = self.probe_target(ctx)
-        p = roundtrip(t, ctx.cluster.proxies[t], timeout=2.0, window=ctx.window)
-        return expect_silence(p, ctx.window)
+        return probe_silence(t, ctx.cluster.proxies[t], ctx.window)
