@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-MODULES = ["cluster_bench", "topology_bench", "run_engine_bench", "checkers_bench", "linearizable_bench", "report_bench",
-           "app_node_bench", "app_node_scale"]
+MODULES = ["cluster_bench", "topology_bench", "run_engine_bench", "checkers_bench", "linearizable_bench", "porcupine_bench",
+           "report_bench", "app_node_bench", "app_node_scale"]
 
 
 def main() -> int:
