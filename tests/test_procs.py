@@ -79,8 +79,9 @@ def test_a_dead_worker_process_loses_nothing_and_is_never_valid(cluster: Cluster
                     nodes=2, procs=2, reports=str(tmp_path), quiesce=0.3)
     run = Run(prepare(cfg), cluster=cluster, progress=False, render=False)
 
-    def kill_one() -> None:
-        while not run.children or run.history is None or run.history.now() < 1.5e9:
+    def kill_one() -> None:  # 1 s into the load phase (set-up took 1.5 s on a loaded CI machine)
+        while not run.children or run.history is None or "load" not in run.phases or \
+                run.history.now() / 1e9 < run.phases["load"][0] + 1.0:
             time.sleep(0.05)
         os.kill(run.children[1].proc.pid, signal.SIGKILL)
 
