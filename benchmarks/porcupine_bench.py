@@ -40,7 +40,7 @@ from typing import Any
 
 from benchmarks.linearizable_bench import run_as
 from checkers import corpus, wgl
-from core.ops import clear_memo
+from core.ops import clear_memo, pair
 
 HERE = Path(__file__).resolve().parent / "porcupine"
 BIN = HERE / "bin" / "porcupine-etcd"
@@ -132,19 +132,13 @@ def to_jepsen_log(h: list[dict[str, Any]]) -> str:
         return "nil" if v is None else f"[{v[0]} {v[1]}]" if f == "cas" else str(v)
 
     lines = ["INFO  jepsen.util - 99999\t:invoke\t:write\t0", "INFO  jepsen.util - 99999\t:ok\t:write\t0"]
-    skip, open_ = set(), {}
-    for i, r in enumerate(h):
-        if r["type"] == "invoke":
-            open_[r["process"]] = i
-        elif r["type"] == "fail":
-            skip |= {open_.pop(r["process"]), i}
+    skip = {i for op in pair(h).ops if op.type == "fail" for i in (op.index, op.cindex)}
     for i, r in enumerate(h):
         typ, f, v = r["type"], r["f"], r["value"]
         if i in skip:
             continue
         if typ == "info":
-            typ, v = ("fail", None) if f == "read" else ("info", None)
-            text = ":timed-out"
+            typ, text = "fail" if f == "read" else "info", ":timed-out"
         else:
             text = arg(f, v)
         lines.append(f"INFO  jepsen.util - {r['process']}\t:{typ}\t:{f}\t{text}")
